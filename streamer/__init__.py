@@ -1,0 +1,42 @@
+"""streamer: stream task status reports to RabbitMQ without ever blocking the task.
+
+The public API is what ``__all__`` lists; everything else is private by name or module.
+"""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+from .errors import (
+    AuthenticationError,
+    BrokerError,
+    ConfigError,
+    InvalidReport,
+    StreamerError,
+)
+from .publisher import Publisher
+from .report import STATES, TERMINAL_STATES, Report, TaskError, decode, encode
+from .routing import routing_key
+from .settings import Settings, load_settings, mask_url
+from .stats import Stats
+
+__all__ = [
+    "STATES",
+    "TERMINAL_STATES",
+    "AuthenticationError",
+    "BrokerError",
+    "ConfigError",
+    "InvalidReport",
+    "Publisher",
+    "Report",
+    "Settings",
+    "Stats",
+    "StreamerError",
+    "TaskError",
+    "__version__",
+    "decode",
+    "encode",
+    "load_settings",
+    "mask_url",
+    "routing_key",
+]

@@ -1,0 +1,101 @@
+"""The Task Report: what one status update of a task looks like on the wire.
+
+Fields follow Pulp 2's Task Report so existing consumers feel at home; streamer adds
+``seq`` (per-task sequence number, assigned by the publisher: 1, 2, 3, ... so consumers can
+spot gaps and ignore stale reports) and ``sent_at`` (Unix time in seconds when the report
+was handed to the publisher, for end-to-end latency).
+
+Schema evolution follows msgspec's rules: new fields get defaults, a field is never retyped.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Final, Literal
+
+import msgspec
+
+from .errors import InvalidReport
+
+__all__ = [
+    "STATES",
+    "TERMINAL_STATES",
+    "Report",
+    "State",
+    "TaskError",
+    "decode",
+    "encode",
+]
+
+State = Literal[
+    "waiting", "accepted", "running", "suspended", "skipped", "finished", "error", "canceled"
+]
+STATES: Final = frozenset(State.__args__)  # type: ignore[attr-defined]
+TERMINAL_STATES: Final = frozenset({"skipped", "finished", "error", "canceled"})
+
+
+class TaskError(msgspec.Struct, frozen=True, kw_only=True):
+    """Why a task failed (Pulp's error object); ``sub_errors`` nest for batch failures."""
+
+    code: str
+    description: str = ""
+    data: dict[str, Any] = {}
+    sub_errors: list[TaskError] = []
+
+
+class Report(msgspec.Struct, frozen=True, kw_only=True):
+    """One status update of one task.
+
+    Build it in the worker and hand it to ``Publisher.publish``; ``seq`` and ``sent_at`` are
+    filled in by the publisher, whatever the caller puts there.
+    """
+
+    task_id: str
+    state: State
+    task_type: str | None = None
+    progress_report: dict[str, Any] = {}
+    result: Any = None
+    error: TaskError | None = None
+    spawned_tasks: list[str] = []
+    tags: list[str] = []
+    worker_name: str | None = None
+    queue: str | None = None
+    group_id: str | None = None
+    start_time: datetime | None = None
+    finish_time: datetime | None = None
+    seq: int = 0
+    sent_at: float = 0.0
+
+    @property
+    def terminal(self) -> bool:
+        """True when no report of this task should ever supersede this one."""
+        return self.state in TERMINAL_STATES
+
+
+_encoder: Final = msgspec.json.Encoder()
+_decoder: Final = msgspec.json.Decoder(Report)
+
+
+def encode(report: Report) -> bytes:
+    """Serialise a report to JSON bytes.
+
+    Raises:
+        InvalidReport: a free-form field (``progress_report``, ``result``, ``error.data``)
+            holds a value JSON cannot carry.
+    """
+    try:
+        return _encoder.encode(report)
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise InvalidReport(
+            f"report of task {report.task_id!r} is not serialisable: {exc}"
+        ) from exc
+
+
+def decode(body: bytes | memoryview) -> Report:
+    """Parse and validate one JSON report body.
+
+    Raises:
+        msgspec.ValidationError: the JSON is well formed but not a Task Report.
+        msgspec.DecodeError: the body is not JSON at all.
+    """
+    return _decoder.decode(body)

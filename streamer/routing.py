@@ -1,0 +1,45 @@
+"""Routing keys: ``<prefix>.<task_id>`` and what makes a task id usable in one."""
+
+from __future__ import annotations
+
+import re
+from typing import Final
+
+from .errors import InvalidReport
+
+__all__ = ["MAX_KEY_BYTES", "routing_key"]
+
+MAX_KEY_BYTES: Final = 255
+_FORBIDDEN: Final = re.compile(r"[.*#\s]")
+
+
+def routing_key(task_id: object, prefix: str = "tasks") -> str:
+    """Return the routing key for a task, refusing ids that would break topic matching.
+
+    A ``.`` would split the id into several words, ``*`` and ``#`` are wildcards for
+    consumers, whitespace is invisible in logs; AMQP caps a key at 255 bytes.
+
+    Raises:
+        InvalidReport: the id is not a non-empty string usable as one key segment.
+    """
+    if not isinstance(task_id, str):
+        raise InvalidReport(f"task_id must be a string, got {type(task_id).__name__}")
+    if not task_id:
+        raise InvalidReport("task_id must not be empty")
+    bad = _FORBIDDEN.search(task_id)
+    if bad is not None:
+        raise InvalidReport(
+            f"task_id {task_id!r} contains {bad.group()!r}; '.', '*', '#' and whitespace "
+            "are not allowed in a routing-key segment"
+        )
+    key = f"{prefix}.{task_id}" if prefix else task_id
+    try:
+        size = len(key.encode("utf-8"))
+    except UnicodeEncodeError as exc:
+        raise InvalidReport(f"task_id {task_id!r} is not valid UTF-8 text: {exc.reason}") from None
+    if size > MAX_KEY_BYTES:
+        raise InvalidReport(
+            f"routing key for task_id {task_id[:40]!r}... is {size} bytes; AMQP allows "
+            f"{MAX_KEY_BYTES}"
+        )
+    return key

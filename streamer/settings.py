@@ -1,0 +1,229 @@
+"""Settings: one frozen value object, filled from defaults < TOML file < env < arguments.
+
+Every knob of the publisher lives here so that a file, ``STREAMER_*`` variables and code all
+speak the same names. Passwords never leave this module unmasked: ``repr`` and every error
+message go through :func:`mask_url`.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import tomllib
+from collections.abc import Mapping
+from typing import Any, Final
+from urllib.parse import urlsplit, urlunsplit
+
+import msgspec
+
+from .errors import ConfigError
+
+__all__ = ["DEFAULT_URL", "Settings", "load_settings", "mask_url"]
+
+DEFAULT_URL: Final = "amqp://guest:guest@127.0.0.1:5672/"
+ENV_PREFIX: Final = "STREAMER_"
+# Variables that configure how settings are found rather than being settings themselves.
+_ENV_NOT_SETTINGS: Final = frozenset({"STREAMER_CONFIG"})
+
+
+def mask_url(url: str) -> str:
+    """Return ``url`` with any password replaced by ``***`` (safe to log or show)."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "<unparsable URL>"
+    if parts.password is None:
+        return url
+    host = parts.netloc.rpartition("@")[2]
+    netloc = f"{parts.username or ''}:***@{host}"
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """How a publisher connects and how hard it tries.
+
+    Attributes:
+        url: broker URL, or several (tried in order for failover); ``amqp://`` or ``amqps://``.
+        exchange: topic exchange the reports go to; declared (durable topic) when missing.
+        routing_prefix: first word of every routing key (``<prefix>.<task_id>``).
+        connection_name: shown by the broker for our connections (default:
+            ``streamer <host>:<pid>``).
+        connections: TCP connections in the pool.
+        channels: confirm-mode channels per connection; a task always uses the same one.
+        confirm_window: unconfirmed publishes allowed per channel.
+        max_pending: reports held at most (waiting to be written plus awaiting confirms).
+        max_body: largest report body accepted, in bytes.
+        max_tasks: tasks remembered (sequence numbers, latest report for resend) at most.
+        connect_timeout: seconds a connection attempt may take.
+        heartbeat: AMQP heartbeat interval in seconds (0 disables; a dead peer is noticed
+            after two silent intervals).
+        reconnect_min: first reconnect delay in seconds (doubles, jittered, up to reconnect_max).
+        reconnect_max: longest reconnect delay in seconds.
+        close_timeout: seconds ``close()`` waits for pending confirms before dropping them.
+        mandatory: ask the broker to return unroutable reports (counted as dropped, ``returned``).
+        app_id: AMQP ``app_id`` property of every report.
+        ca_file: CA bundle for ``amqps://`` (default: the system's trust store).
+    """
+
+    url: str | tuple[str, ...] = DEFAULT_URL
+    exchange: str = "streamer"
+    routing_prefix: str = "tasks"
+    connection_name: str = ""
+    connections: int = 1
+    channels: int = 4
+    confirm_window: int = 512
+    max_pending: int = 10_000
+    max_body: int = 128 * 1024
+    max_tasks: int = 100_000
+    connect_timeout: float = 5.0
+    heartbeat: int = 30
+    reconnect_min: float = 0.1
+    reconnect_max: float = 10.0
+    close_timeout: float = 5.0
+    mandatory: bool = False
+    app_id: str = "streamer"
+    ca_file: str | None = None
+
+    def __post_init__(self) -> None:
+        for url in self.urls:
+            parts = urlsplit(url)
+            if parts.scheme not in ("amqp", "amqps") or not parts.hostname:
+                raise ConfigError(
+                    f"url {mask_url(url)!r} is not a broker URL; expected "
+                    "amqp://user:password@host:port/vhost or amqps://..."
+                )
+            try:
+                parts.port  # noqa: B018 - parsing the port validates it
+            except ValueError as exc:
+                raise ConfigError(f"url {mask_url(url)!r}: {exc}") from None
+        for name in (
+            "connections",
+            "channels",
+            "confirm_window",
+            "max_pending",
+            "max_body",
+            "max_tasks",
+        ):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}")
+        for name in ("connect_timeout", "reconnect_min", "reconnect_max", "close_timeout"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"{name} must be positive, got {getattr(self, name)}")
+        if self.heartbeat < 0:
+            raise ConfigError(f"heartbeat must be 0 (off) or positive, got {self.heartbeat}")
+        if not self.exchange:
+            raise ConfigError("exchange must not be empty")
+
+    @property
+    def urls(self) -> tuple[str, ...]:
+        """The broker URLs in failover order."""
+        return (self.url,) if isinstance(self.url, str) else tuple(self.url)
+
+    @property
+    def client_name(self) -> str:
+        """The connection name the broker shows (``connection_name`` or a fingerprint)."""
+        return self.connection_name or f"streamer {socket.gethostname()}:{os.getpid()}"
+
+    def __repr__(self) -> str:
+        fields = []
+        for name in self.__struct_fields__:
+            value = getattr(self, name)
+            if name == "url":
+                value = tuple(mask_url(u) for u in self.urls)
+                value = value[0] if len(value) == 1 else value
+            fields.append(f"{name}={value!r}")
+        return f"Settings({', '.join(fields)})"
+
+    __str__ = __repr__
+
+
+FIELDS: Final = frozenset(Settings.__struct_fields__)
+
+
+def _check_keys(keys: object, source: str) -> None:
+    unknown = sorted(set(keys) - FIELDS)  # type: ignore[call-overload]
+    if unknown:
+        raise ConfigError(
+            f"unknown setting{'s' if len(unknown) > 1 else ''} {', '.join(unknown)} in {source}; "
+            f"valid settings: {', '.join(sorted(FIELDS))}"
+        )
+
+
+def _from_env(env: Mapping[str, str]) -> dict[str, Any]:
+    values: dict[str, Any] = {}
+    for var, raw in env.items():
+        if not var.startswith(ENV_PREFIX) or var in _ENV_NOT_SETTINGS:
+            continue
+        name = var[len(ENV_PREFIX) :].lower()
+        if name not in FIELDS:
+            _check_keys([name], f"environment variable {var}")
+        if name == "url":
+            urls = tuple(u for u in raw.replace(",", " ").split() if u)
+            values[name] = urls[0] if len(urls) == 1 else urls
+        else:
+            values[name] = raw
+    return values
+
+
+def _read_file(path: str | os.PathLike[str]) -> dict[str, Any]:
+    try:
+        with open(path, "rb") as f:
+            data = tomllib.load(f)
+    except FileNotFoundError:
+        raise ConfigError(f"config file {os.fspath(path)!r} does not exist") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {os.fspath(path)!r} is not valid TOML: {exc}") from None
+    except OSError as exc:
+        raise ConfigError(f"config file {os.fspath(path)!r} cannot be read: {exc}") from None
+    _check_keys(data, f"config file {os.fspath(path)!r}")
+    return data
+
+
+def load_settings(
+    config: str | os.PathLike[str] | None = None,
+    *,
+    env: Mapping[str, str] | None = None,
+    **overrides: Any,
+) -> Settings:
+    """Build settings from defaults < TOML file < ``STREAMER_*`` env < ``overrides``.
+
+    Args:
+        config: a TOML file of settings; defaults to ``$STREAMER_CONFIG`` when set.
+        env: the environment to read (default ``os.environ``).
+        overrides: explicit values; ``None`` means "not given" so CLI flags can pass through.
+
+    Raises:
+        ConfigError: unknown name, wrong type or invalid value, naming the setting and its
+            source.
+    """
+    env = os.environ if env is None else env
+    config = config if config is not None else env.get("STREAMER_CONFIG") or None
+    layers: list[tuple[str, dict[str, Any], bool]] = []
+    if config is not None:
+        layers.append((f"config file {os.fspath(config)!r}", _read_file(config), True))
+    layers.append(("environment", _from_env(env), False))
+    given = {k: v for k, v in overrides.items() if v is not None}
+    _check_keys(given, "arguments")
+    layers.append(("arguments", given, True))
+
+    merged: dict[str, Any] = {}
+    for source, values, strict in layers:
+        for name, value in values.items():
+            try:
+                msgspec.convert({name: value}, Settings, strict=strict)
+            except msgspec.ValidationError as exc:
+                shown = mask_url(value) if name == "url" and isinstance(value, str) else value
+                raise ConfigError(
+                    f"setting {name}={shown!r} from {source}: {_reason(exc)}"
+                ) from None
+            except ConfigError:
+                pass  # value is fine on its own; whole-object checks run below
+            merged[name] = value
+    try:
+        return msgspec.convert(merged, Settings, strict=False)
+    except msgspec.ValidationError as exc:
+        raise ConfigError(f"invalid settings: {_reason(exc)}") from None
+
+
+def _reason(exc: msgspec.ValidationError) -> str:
+    return str(exc).split(" - at ")[0]

@@ -1,0 +1,86 @@
+"""Publisher accounting: counters, drop reasons and a cheap confirm-latency histogram."""
+
+from __future__ import annotations
+
+import math
+from typing import Final
+
+import msgspec
+
+__all__ = ["DROP_REASONS", "LatencyHistogram", "Stats"]
+
+DROP_REASONS: Final = (
+    "overflow",  # max_pending reports already held
+    "disconnected",  # the connection was down or went down before the confirm
+    "blocked",  # the broker blocked the connection (resource alarm)
+    "nacked",  # the broker refused the publish
+    "returned",  # unroutable and mandatory was set
+    "closed",  # the publisher was closing or closed
+)
+
+# Log-spaced buckets from 10 µs to ~100 s: 10 per decade keeps percentiles within ~12%.
+_BASE: Final = 1e-5
+_PER_DECADE: Final = 10
+_BUCKETS: Final = 7 * _PER_DECADE + 1
+
+
+class LatencyHistogram:
+    """Counts latencies in fixed log buckets: O(1) to record, no samples kept."""
+
+    __slots__ = ("count", "counts", "max", "total")
+
+    def __init__(self) -> None:
+        self.counts = [0] * _BUCKETS
+        self.count = 0
+        self.total = 0.0
+        self.max = 0.0
+
+    def observe(self, seconds: float, n: int = 1) -> None:
+        """Record ``n`` events that each took ``seconds``."""
+        if seconds <= _BASE:
+            index = 0
+        else:
+            index = min(int(math.log10(seconds / _BASE) * _PER_DECADE) + 1, _BUCKETS - 1)
+        self.counts[index] += n
+        self.count += n
+        self.total += seconds * n
+        if seconds > self.max:
+            self.max = seconds
+
+    def quantile(self, q: float) -> float:
+        """The upper bound of the bucket holding quantile ``q`` (0..1), in seconds."""
+        if not self.count:
+            return 0.0
+        rank = q * self.count
+        seen = 0
+        for index, n in enumerate(self.counts):
+            seen += n
+            if seen >= rank and n:
+                return min(_BASE * 10 ** (index / _PER_DECADE), self.max)
+        return self.max
+
+
+class Stats(msgspec.Struct, frozen=True, kw_only=True):
+    """A snapshot of a publisher's accounting.
+
+    ``published == confirmed + coalesced + dropped + pending`` holds in every snapshot.
+    Re-sends after a reconnect are not publishes: they are counted in ``resent`` only.
+    """
+
+    published: int
+    confirmed: int
+    coalesced: int
+    dropped: int
+    dropped_by_reason: dict[str, int]
+    pending: int
+    resent: int
+    reconnects: int
+    connections: int
+    confirm_latency_p50: float
+    confirm_latency_p99: float
+    confirm_latency_max: float
+
+    @property
+    def balanced(self) -> bool:
+        """Whether the accounting identity holds (it always should)."""
+        return self.published == self.confirmed + self.coalesced + self.dropped + self.pending

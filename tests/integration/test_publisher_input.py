@@ -1,0 +1,54 @@
+"""Bad input raises a clear error before anything is enqueued or counted."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from streamer import InvalidReport, Publisher, Report
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.mark.parametrize(
+    ("report", "message"),
+    [
+        (Report(task_id="a.b", state="running"), "'.'"),
+        (Report(task_id="", state="running"), "must not be empty"),
+        (Report(task_id="x", state="exploded"), "unknown state 'exploded'"),  # type: ignore[arg-type]
+        (Report(task_id="x", state="running", progress_report={"o": object()}), "not serialisable"),
+        (
+            Report(task_id="x", state="running", progress_report={"blob": "x" * 5000}),
+            "limit \\(max_body\\) is 4096",
+        ),
+        ({"task_id": "x", "state": "running"}, "takes a streamer.Report, got dict"),
+    ],
+)
+async def test_bad_reports_refused(
+    broker_url: str, exchange: str, report: Any, message: str
+) -> None:
+    async with Publisher(broker_url, exchange, max_body=4096) as pub:
+        with pytest.raises(InvalidReport, match=message):
+            pub.publish(report)
+        stats = pub.stats
+        assert (stats.published, stats.pending, stats.dropped) == (0, 0, 0)
+        pub.publish(Report(task_id="x", state="running"))
+        assert await pub.flush(5)
+        assert pub.stats.confirmed == 1
+        assert pub.stats.published == 1
+
+
+async def test_publish_before_start_is_a_usage_error(exchange: str) -> None:
+    pub = Publisher(exchange=exchange)
+    with pytest.raises(RuntimeError, match="not started"):
+        pub.publish(Report(task_id="x", state="running"))
+
+
+async def test_publish_after_close_is_counted_not_raised(broker_url: str, exchange: str) -> None:
+    async with Publisher(broker_url, exchange) as pub:
+        pass
+    pub.publish(Report(task_id="x", state="running"))
+    assert pub.stats.dropped_by_reason["closed"] == 1
+    assert pub.stats.balanced
+    await pub.close()  # idempotent
