@@ -26,7 +26,7 @@ import msgspec
 
 from .buffer import Buffer, Put
 from .errors import InvalidReport
-from .frames import Framer
+from .frames import Framer, TaskFrames
 from .pool import Channel, ConnectionPool, PoolOwner
 from .report import STATES, TERMINAL_STATES, Report, encode
 from .routing import routing_key
@@ -38,6 +38,8 @@ __all__ = ["Publisher"]
 log = logging.getLogger(__name__)
 
 _replace: Final = msgspec.structs.replace
+_encode: Final = msgspec.json.Encoder().encode
+_time: Final = time.time
 
 
 class PublisherState(enum.Enum):
@@ -51,13 +53,12 @@ class PublisherState(enum.Enum):
 class _Task:
     """What the publisher remembers of one task: its sequence and its latest report."""
 
-    __slots__ = ("channel", "entry", "id", "latest", "method", "seq")
+    __slots__ = ("channel", "frames", "id", "latest", "seq")
 
-    def __init__(self, task_id: str, channel: int, method: bytes, entry: bytes) -> None:
+    def __init__(self, task_id: str, channel: int, frames: TaskFrames) -> None:
         self.id = task_id
         self.channel = channel
-        self.method = method  # the ready-made basic.publish frame of this task
-        self.entry = entry  # its task_id header-table entry
+        self.frames = frames  # the bytes of its publishes that never change
         self.seq = 0
         self.latest: _Pending | None = None  # re-sent after a reconnect until confirmed final
 
@@ -127,6 +128,7 @@ class Publisher(PoolOwner):
             exchange=settings.exchange,
             app_id=settings.app_id,
             fingerprint={"host": socket.gethostname(), "pid": os.getpid()},
+            headers=settings.headers,
             mandatory=settings.mandatory,
         )
         self._tasks: dict[str, _Task] = {}
@@ -249,7 +251,11 @@ class Publisher(PoolOwner):
         if task is None:
             task = self._new_task(report.task_id)
         seq = task.seq + 1
-        body = encode(_replace(report, seq=seq, sent_at=time.time()))
+        try:
+            body = _encode(_replace(report, seq=seq, sent_at=_time()))
+        except (TypeError, ValueError, OverflowError):
+            encode(report)  # raises InvalidReport naming the problem
+            raise
         if len(body) > self.settings.max_body:
             raise InvalidReport(
                 f"report of task {report.task_id!r} is {len(body)} bytes encoded; the limit "
@@ -286,8 +292,8 @@ class Publisher(PoolOwner):
     def _new_task(self, task_id: str) -> _Task:
         key = routing_key(task_id, self.settings.routing_prefix)
         index = self._pool.channel_index(task_id)
-        method, entry = self._framer.task_prefix(self._channels[index].number, key, task_id)
-        task = _Task(task_id, index, method, entry)
+        frames = self._framer.task(self._channels[index].number, key, task_id)
+        task = _Task(task_id, index, frames)
         self._tasks[task_id] = task
         if len(self._tasks) > self.settings.max_tasks:
             self._evict()
@@ -328,12 +334,10 @@ class Publisher(PoolOwner):
             number = ch.number
             for e in entries:
                 counter += 1
-                task = e.task
                 message(
                     parts,
                     number,
-                    task.method,
-                    task.entry,
+                    e.task.frames,
                     e.state,
                     e.seq,
                     b"%s-%x" % (prefix, counter),

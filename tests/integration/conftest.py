@@ -13,6 +13,8 @@ import aiormq
 import pytest
 import uvloop
 
+from streamer.settings import DEFAULT_URL
+from tests.broker import node_for_url
 from tests.proxy import Proxy
 
 
@@ -83,7 +85,8 @@ async def proxy(broker_url: str) -> AsyncIterator[Proxy]:
 def broker_connections(connection_name: str) -> list[dict[str, Any]]:
     """The broker's view of connections named ``connection_name`` (via rabbitmqctl).
 
-    The node is ``$STREAMER_TEST_NODE`` or rabbitmqctl's default (the local broker).
+    The node is ``$STREAMER_TEST_NODE``, else the private node ``make test`` started for the
+    broker under test, else rabbitmqctl's default (the local broker).
     """
     cmd = [
         "rabbitmqctl",
@@ -94,7 +97,8 @@ def broker_connections(connection_name: str) -> list[dict[str, Any]]:
         "json",
         "-q",
     ]
-    node = os.environ.get("STREAMER_TEST_NODE")
+    url = os.environ.get("STREAMER_URL") or DEFAULT_URL
+    node = os.environ.get("STREAMER_TEST_NODE") or node_for_url(url)
     if node:
         cmd[1:1] = ["-n", node]
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=60, check=True).stdout

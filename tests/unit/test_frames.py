@@ -22,9 +22,9 @@ def test_publish_frames_parse() -> None:
     framer = Framer(
         exchange="ex", app_id="app", fingerprint={"host": "h", "pid": 7}, mandatory=True
     )
-    method, entry = framer.task_prefix(3, "tasks.t1", "t1")
+    task = framer.task(3, "tasks.t1", "t1")
     parts: list[bytes] = []
-    framer.message(parts, 3, method, entry, "finished", 42, b"id-1", 1_700_000_000, b'{"a":1}')
+    framer.message(parts, 3, task, "finished", 42, b"id-1", 1_700_000_000, b'{"a":1}')
     (ch1, pub), (ch2, head), (ch3, body) = parse(b"".join(parts))
     assert ch1 == ch2 == ch3 == 3
     assert isinstance(pub, commands.Basic.Publish)
@@ -41,12 +41,44 @@ def test_publish_frames_parse() -> None:
 
 def test_large_body_is_split_at_frame_max() -> None:
     framer = Framer(exchange="ex", app_id="a", fingerprint={}, frame_max=4096)
-    method, entry = framer.task_prefix(1, "tasks.t", "t")
+    task = framer.task(1, "tasks.t", "t")
     parts: list[bytes] = []
     body = bytes(range(256)) * 40  # 10,240 bytes
-    framer.message(parts, 1, method, entry, "running", 1, b"i", 0, body)
+    framer.message(parts, 1, task, "running", 1, b"i", 0, body)
     frames = parse(b"".join(parts))
     bodies = [v for _, v in frames[2:]]
     assert all(isinstance(b, ContentBody) for b in bodies)
     assert [len(b.value) for b in bodies] == [4088, 4088, 2064]
     assert b"".join(b.value for b in bodies) == body
+
+
+def test_without_headers() -> None:
+    framer = Framer(exchange="ex", app_id="app", fingerprint={"pid": 1}, headers=False)
+    parts: list[bytes] = []
+    framer.message(parts, 1, framer.task(1, "tasks.t", "t"), "error", 3, b"m", 5, b"{}")
+    (_, _), (_, head), (_, body) = parse(b"".join(parts))
+    assert isinstance(head, ContentHeader)
+    assert head.properties.headers is None
+    assert head.properties.message_id == "m" and head.properties.delivery_mode == 1
+    assert isinstance(body, ContentBody) and body.value == b"{}"
+
+
+def test_every_state_and_long_ids() -> None:
+    framer = Framer(exchange="e" * 200, app_id="a" * 100, fingerprint={"host": "h" * 300})
+    for state in (
+        "waiting",
+        "accepted",
+        "running",
+        "suspended",
+        "skipped",
+        "finished",
+        "error",
+        "canceled",
+    ):
+        parts: list[bytes] = []
+        task = framer.task(65535, "tasks." + "t" * 249, "t" * 249)
+        framer.message(parts, 65535, task, state, 2**62, b"x" * 255, 2**40, b"b" * 100)
+        _, (_, head), _ = parse(b"".join(parts))
+        assert isinstance(head, ContentHeader)
+        assert head.properties.headers["state"] == state
+        assert head.properties.headers["seq"] == 2**62
