@@ -29,10 +29,24 @@ from streamer.settings import DEFAULT_URL, mask_url
 
 
 def reports(tasks: int) -> list[Report]:
-    progress = {"step": "content", "items_total": 400, "items_done": 17,
-                "size_total": 123_456_789, "size_done": 4_567_890, "details": "x" * 350}
-    return [Report(task_id=f"{t:08x}-bench", state="running", task_type="sync",
-                   progress_report=progress, tags=["pulp:repository:zoo"]) for t in range(tasks)]
+    progress = {
+        "step": "content",
+        "items_total": 400,
+        "items_done": 17,
+        "size_total": 123_456_789,
+        "size_done": 4_567_890,
+        "details": "x" * 350,
+    }
+    return [
+        Report(
+            task_id=f"{t:08x}-bench",
+            state="running",
+            task_type="sync",
+            progress_report=progress,
+            tags=["pulp:repository:zoo"],
+        )
+        for t in range(tasks)
+    ]
 
 
 async def measure(url: str, calls: int, batch: int) -> dict[str, Any]:
@@ -59,8 +73,12 @@ async def measure(url: str, calls: int, batch: int) -> dict[str, Any]:
         "median_us": statistics.median(timings) / 1000,
         "p99_us": timings[int(calls * 0.99)] / 1000,
         "max_us": timings[-1] / 1000,
-        "stats": {"published": stats.published, "confirmed": stats.confirmed,
-                  "coalesced": stats.coalesced, "dropped": stats.dropped},
+        "stats": {
+            "published": stats.published,
+            "confirmed": stats.confirmed,
+            "coalesced": stats.coalesced,
+            "dropped": stats.dropped,
+        },
     }
 
 
@@ -99,10 +117,13 @@ def main() -> None:
     print(f"{'broker':8} {'median µs':>10} {'p99 µs':>8} {'max µs':>9}  accounting")
     for label in ("up", "down"):
         r = results[label]
-        print(f"{label:8} {r['median_us']:10.2f} {r['p99_us']:8.2f} {r['max_us']:9.1f}  "
-              f"{r['stats']}")
-    print(f"memory growth over {args.calls:,} publishes, broker down: "
-          f"{results['memory_growth_mb_down']:.3f} MB")
+        print(
+            f"{label:8} {r['median_us']:10.2f} {r['p99_us']:8.2f} {r['max_us']:9.1f}  {r['stats']}"
+        )
+    print(
+        f"memory growth over {args.calls:,} publishes, broker down: "
+        f"{results['memory_growth_mb_down']:.3f} MB"
+    )
     if args.json:
         with open(args.json, "w") as f:
             json.dump(results, f, indent=2)

@@ -82,7 +82,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     connect_timeout: float = 5.0
     heartbeat: int = 30
     reconnect_min: float = 0.1
-    reconnect_max: float = 10.0
+    reconnect_max: float = 2.0
     close_timeout: float = 5.0
     mandatory: bool = False
     headers: bool = True
