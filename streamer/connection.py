@@ -15,6 +15,7 @@ import logging
 import platform
 import ssl
 import struct
+from collections import deque
 from collections.abc import Callable
 from typing import Any, Final, cast
 from urllib.parse import unquote, urlsplit
@@ -84,6 +85,7 @@ class Connection(asyncio.Protocol):
         self._transport: asyncio.Transport | None = None
         self._buffer = bytearray()
         self._waiters: dict[int, asyncio.Future[Frame]] = {}
+        self._early: dict[int, deque[Frame]] = {}
         self._closed: asyncio.Future[None] = self._loop.create_future()
         self._error: BaseException | None = None
         self._last_rx = self._loop.time()
@@ -178,10 +180,14 @@ class Connection(asyncio.Protocol):
         elif isinstance(value, commands.Connection.CloseOk):
             if self._transport is not None:
                 self._transport.close()
-        else:
+        elif isinstance(value, Frame):
             waiter = self._waiters.pop(channel, None)
-            if waiter is not None and not waiter.done() and isinstance(value, Frame):
+            if waiter is not None and not waiter.done():
                 waiter.set_result(value)
+            else:
+                # A reply can beat its waiter: Connection.Start arrives as soon as the socket
+                # is up, possibly before handshake() asked for it. Keep it for _call().
+                self._early.setdefault(channel, deque()).append(value)
 
     def _fail(self, exc: BaseException) -> None:
         self._error = exc
@@ -196,10 +202,13 @@ class Connection(asyncio.Protocol):
         """Send ``value`` (if any) and wait for the next method frame on ``channel``."""
         if self.state is State.CLOSED:
             raise self._error or ConnectionResetError("connection closed")
-        waiter = self._loop.create_future()
-        self._waiters[channel] = waiter
         if value is not None:
             self._send(value, channel)
+        early = self._early.get(channel)
+        if early:
+            return early.popleft()
+        waiter = self._loop.create_future()
+        self._waiters[channel] = waiter
         result: Frame = await waiter
         return result
 
@@ -240,6 +249,9 @@ class Connection(asyncio.Protocol):
         for channel in range(1, channels + 1):
             await self._call(commands.Channel.Open(), channel)
             await self._call(commands.Confirm.Select(), channel)
+
+    def opened(self) -> None:
+        """Mark the connection usable: from now on its loss is reported and heartbeats run."""
         self.state = State.OPEN
         if self.heartbeat:
             self._timer = self._loop.call_later(self.heartbeat / 2, self._beat)
@@ -286,9 +298,14 @@ class Connection(asyncio.Protocol):
         self._timer = self._loop.call_later(self.heartbeat / 2, self._beat)
 
     def write(self, data: bytes) -> None:
-        """Queue bytes on the socket; never waits (flow control is ``writable``)."""
-        assert self._transport is not None
-        self._transport.write(data)
+        """Queue bytes on the socket; never waits (flow control is ``writable``).
+
+        A connection that is already going away takes nothing: what was meant for it stays
+        unconfirmed and is counted as dropped when the loss is reported.
+        """
+        transport = self._transport
+        if transport is not None and not transport.is_closing():
+            transport.write(data)
 
     async def close(self, timeout: float = 2.0) -> None:
         """Close politely (connection.close, wait for close-ok), then the socket. Idempotent."""
@@ -357,9 +374,11 @@ async def open_connection(
     timeout: float,
     callbacks: ConnectionCallbacks,
     ca_file: str | None = None,
+    exchange: str | None = None,
     factory: Callable[..., Connection] = Connection,
 ) -> Connection:
-    """Connect, log in and open ``channels`` confirm-mode channels, all within ``timeout``.
+    """Connect, log in, open ``channels`` confirm-mode channels and make sure ``exchange``
+    exists (on channel 1), all within ``timeout``.
 
     Raises:
         AuthenticationError: the broker refused the credentials.
@@ -383,6 +402,9 @@ async def open_connection(
                 server_hostname=parts.hostname if tls else None,
             )
             await conn.handshake(channels, client_properties(name))
+            if exchange is not None:
+                await conn.declare_exchange(1, exchange)
+        conn.opened()
     except BaseException:
         if conn is not None:
             conn.abandon()

@@ -166,8 +166,8 @@ class _Keeper(ConnectionCallbacks):
                     timeout=settings.connect_timeout,
                     callbacks=self,
                     ca_file=settings.ca_file,
+                    exchange=settings.exchange,
                 )
-                await conn.declare_exchange(1, settings.exchange)
             except AuthenticationError as exc:
                 self._report(logging.ERROR, url, exc)
                 continue

@@ -352,3 +352,21 @@ async def test_memory_flat_while_broker_down(free_port: int, exchange: str) -> N
             tracemalloc.stop()
         assert pub.stats.dropped == 201_000
         assert growth < 1_000_000, f"memory grew by {growth} bytes"
+
+
+async def test_wrong_password_is_logged_masked_never_raised(
+    broker_url: str, exchange: str, caplog: pytest.LogCaptureFixture,
+) -> None:
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(broker_url)
+    secret = "not-the-password-4f9c"
+    bad = urlunsplit(parts._replace(netloc=f"guest:{secret}@{parts.hostname}:{parts.port or 5672}"))
+    async with Publisher(bad, exchange, connect_timeout=2) as pub:
+        pub.publish(report("auth"))
+        assert pub.stats.dropped_by_reason["disconnected"] == 1
+        assert secret not in repr(pub) and secret not in str(pub.settings)
+    messages = "\n".join(r.getMessage() for r in caplog.records)
+    assert "ACCESS_REFUSED" in messages
+    assert secret not in messages
+    assert "guest:***@" in messages
