@@ -214,7 +214,7 @@ async def _demo(settings: Settings, tasks: int, updates: int, seed: int | None) 
         async for delivery in sub:
             count += 1
             click.echo(delivery.routing_key)
-            received[delivery.routing_key] = delivery.properties.headers.get("state", "")
+            received[delivery.routing_key] = delivery.properties.message_type or ""
 
     click.echo(f"broker {mask_url(settings.urls[0])}, exchange {settings.exchange!r}", err=True)
     async with Subscription(settings, [f"{settings.routing_prefix}.#"]) as sub:

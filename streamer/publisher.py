@@ -124,10 +124,11 @@ class Publisher(PoolOwner):
         self._buffer: Buffer[_Pending] = Buffer(len(self._channels), settings.max_pending)
         # Per channel: why reports for it are dropped right now, or None if they are taken.
         self._refuse: list[str | None] = [None] * len(self._channels)
+        host, pid = socket.gethostname(), os.getpid()
         self._framer = Framer(
             exchange=settings.exchange,
-            app_id=settings.app_id,
-            fingerprint={"host": socket.gethostname(), "pid": os.getpid()},
+            app_id=f"{settings.app_id}@{host}:{pid}",
+            fingerprint={"host": host, "pid": pid},
             headers=settings.headers,
             mandatory=settings.mandatory,
         )

@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import gc
 import json
+import os
+import socket
 import time
 from collections import defaultdict
 
@@ -43,7 +45,7 @@ async def test_per_task_order_and_seq(broker_url: str, exchange: str, collector:
     seqs: dict[str, list[int]] = defaultdict(list)
     for key, body, props in received:
         assert key == f"tasks.{body['task_id']}"
-        assert props.headers["seq"] == body["seq"]
+        assert props.correlation_id == body["task_id"]
         seqs[body["task_id"]].append(body["seq"])
     assert len(seqs) == 100
     for task, got in seqs.items():
@@ -299,12 +301,12 @@ async def test_foreign_client_reads_reports(broker_url: str, exchange: str, uniq
         assert abs(doc["sent_at"] - time.time()) < 60
         assert props.content_type == "application/json"
         assert props.delivery_mode == 1
-        assert props.app_id == "pulp"
+        assert props.app_id == f"pulp@{socket.gethostname()}:{os.getpid()}"
         assert props.message_id
-        assert props.headers["task_id"] == "abc123"
-        assert props.headers["state"] == "running"
-        assert props.headers["seq"] == 1
-        assert props.headers["pid"] > 0 and props.headers["host"]
+        assert props.correlation_id == "abc123"
+        assert props.type == "running"
+        assert props.timestamp and abs(props.timestamp - time.time()) < 60
+        assert props.headers is None  # no header table unless asked for (broker CPU)
         ch.queue_delete(queue)
     finally:
         conn.close()
@@ -355,7 +357,9 @@ async def test_memory_flat_while_broker_down(free_port: int, exchange: str) -> N
 
 
 async def test_wrong_password_is_logged_masked_never_raised(
-    broker_url: str, exchange: str, caplog: pytest.LogCaptureFixture,
+    broker_url: str,
+    exchange: str,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     from urllib.parse import urlsplit, urlunsplit
 
@@ -370,3 +374,20 @@ async def test_wrong_password_is_logged_masked_never_raised(
     assert "ACCESS_REFUSED" in messages
     assert secret not in messages
     assert "guest:***@" in messages
+
+
+async def test_header_table_when_asked(
+    broker_url: str, exchange: str, collector: Collector
+) -> None:
+    async with Publisher(broker_url, exchange, headers=True) as pub:
+        pub.publish(report("h1", "error"))
+        assert await pub.flush(10)
+    ((_, body, props),) = await collector.wait_for(1)
+    assert props.headers == {
+        "task_id": "h1",
+        "state": "error",
+        "seq": 1,
+        "host": socket.gethostname(),
+        "pid": os.getpid(),
+    }
+    assert body["seq"] == 1

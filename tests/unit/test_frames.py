@@ -20,7 +20,11 @@ def parse(data: bytes) -> list[tuple[int, object]]:
 
 def test_publish_frames_parse() -> None:
     framer = Framer(
-        exchange="ex", app_id="app", fingerprint={"host": "h", "pid": 7}, mandatory=True
+        exchange="ex",
+        app_id="app",
+        fingerprint={"host": "h", "pid": 7},
+        mandatory=True,
+        headers=True,
     )
     task = framer.task(3, "tasks.t1", "t1")
     parts: list[bytes] = []
@@ -34,6 +38,7 @@ def test_publish_frames_parse() -> None:
     assert props.content_type == "application/json"
     assert props.delivery_mode == 1
     assert props.message_id == "id-1" and props.app_id == "app"
+    assert props.correlation_id == "t1" and props.message_type == "finished"
     assert props.timestamp.timestamp() == 1_700_000_000
     assert props.headers == {"task_id": "t1", "state": "finished", "seq": 42, "host": "h", "pid": 7}
     assert isinstance(body, ContentBody) and body.value == b'{"a":1}'
@@ -58,13 +63,18 @@ def test_without_headers() -> None:
     framer.message(parts, 1, framer.task(1, "tasks.t", "t"), "error", 3, b"m", 5, b"{}")
     (_, _), (_, head), (_, body) = parse(b"".join(parts))
     assert isinstance(head, ContentHeader)
-    assert head.properties.headers is None
-    assert head.properties.message_id == "m" and head.properties.delivery_mode == 1
+    props = head.properties
+    assert props.headers is None
+    assert props.message_id == "m" and props.delivery_mode == 1
+    assert (props.correlation_id, props.message_type, props.app_id) == ("t", "error", "app")
+    assert props.content_type == "application/json" and props.timestamp.timestamp() == 5
     assert isinstance(body, ContentBody) and body.value == b"{}"
 
 
 def test_every_state_and_long_ids() -> None:
-    framer = Framer(exchange="e" * 200, app_id="a" * 100, fingerprint={"host": "h" * 300})
+    framer = Framer(
+        exchange="e" * 200, app_id="a" * 100, fingerprint={"host": "h" * 300}, headers=True
+    )
     for state in (
         "waiting",
         "accepted",
@@ -82,3 +92,21 @@ def test_every_state_and_long_ids() -> None:
         assert isinstance(head, ContentHeader)
         assert head.properties.headers["state"] == state
         assert head.properties.headers["seq"] == 2**62
+        assert head.properties.message_type == state
+
+
+def test_header_table_length_is_exact() -> None:
+    """The table's declared length must match its bytes (the broker is stricter than pamqp)."""
+    from pamqp import decode
+
+    framer = Framer(exchange="ex", app_id="a", fingerprint={"host": "h", "pid": 7}, headers=True)
+    parts: list[bytes] = []
+    framer.message(parts, 1, framer.task(1, "tasks.t", "t"), "running", 9, b"m", 0, b"{}")
+    raw = b"".join(parts)
+    start = len(parts[0]) + 7 + 14  # method frame, header frame header, content header
+    offset = start + 1 + raw[start]  # past the content_type shortstr
+    declared = int.from_bytes(raw[offset : offset + 4], "big")
+    used, table = decode.field_table(raw[offset:])
+    assert used == 4 + declared
+    assert table == {"task_id": "t", "state": "running", "seq": 9, "host": "h", "pid": 7}
+    assert raw[offset + used] == 1  # delivery_mode follows the table directly
