@@ -37,8 +37,8 @@ bench: $(STAMP)
 		--benchmark-autosave --benchmark-storage=bench/results/.benchmarks
 
 bench-smoke: $(STAMP)
-	$(BROKER) $(BIN)/python bench/throughput.py --tasks 5 --reports 20 --json /dev/null
-	$(BIN)/python -m pytest -p no:cacheprovider bench/ --benchmark-disable -q
+	$(BROKER) $(BIN)/python bench/throughput.py --tasks 5 --reports 20 --repeat 1 --json /dev/null
+	$(BROKER) $(BIN)/python -m pytest -p no:cacheprovider bench/ --benchmark-disable -q
 
 lint: $(STAMP)
 	$(BIN)/ruff check streamer tests bench
