@@ -53,13 +53,14 @@ class PublisherState(enum.Enum):
 class _Task:
     """What the publisher remembers of one task: its sequence and its latest report."""
 
-    __slots__ = ("channel", "frames", "id", "latest", "seq")
+    __slots__ = ("channel", "frames", "id", "latest", "listed", "seq")
 
     def __init__(self, task_id: str, channel: int, frames: TaskFrames) -> None:
         self.id = task_id
         self.channel = channel
         self.frames = frames  # the bytes of its publishes that never change
         self.seq = 0
+        self.listed = False  # in the publisher's queue of finished tasks (eviction order)
         self.latest: _Pending | None = None  # re-sent after a reconnect until confirmed final
 
 
@@ -273,9 +274,10 @@ class Publisher(PoolOwner):
         self._published += 1
         final = state in TERMINAL_STATES
         entry = _Pending(task, seq, state, body, final)
+        if final and not task.listed:
+            task.listed = True
+            self._finished.append(task)  # eviction candidates, oldest first
         task.latest = entry
-        if final:
-            self._finished.append(task)
         refuse = self._refuse[task.channel]
         if refuse is not None:
             self._dropped[refuse] += 1
@@ -304,7 +306,9 @@ class Publisher(PoolOwner):
         """Forget the oldest finished task (or, failing that, the oldest task)."""
         while self._finished:
             old = self._finished.popleft()
-            if self._tasks.get(old.id) is old and old.latest is not None and old.latest.final:
+            old.listed = False
+            # Still finished? (latest is None once its final report was confirmed.)
+            if self._tasks.get(old.id) is old and (old.latest is None or old.latest.final):
                 del self._tasks[old.id]
                 return
         del self._tasks[next(iter(self._tasks))]

@@ -76,8 +76,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     routing_prefix: str = "tasks"
     connection_name: str = ""
     connections: int = 1
-    channels: int = 4
-    confirm_window: int = 512
+    channels: int = 1
+    confirm_window: int = 1000
     max_pending: int = 10_000
     max_body: int = 128 * 1024
     max_tasks: int = 100_000

@@ -391,3 +391,25 @@ async def test_header_table_when_asked(
         "pid": os.getpid(),
     }
     assert body["seq"] == 1
+
+
+async def test_many_publishes_per_socket_write(
+    broker_url: str, exchange: str, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A burst of reports leaves in one write per connection, not one per report."""
+    from streamer.connection import Connection
+
+    writes: list[int] = []
+    original = Connection.write
+
+    def counting(self: Connection, data: bytes) -> None:
+        writes.append(len(data))
+        original(self, data)
+
+    monkeypatch.setattr(Connection, "write", counting)
+    async with Publisher(broker_url, exchange, channels=4, confirm_window=1000) as pub:
+        for n in range(1000):
+            pub.publish(report(f"w{n}"))
+        assert await pub.flush(10)
+        assert pub.stats.confirmed == 1000
+    assert len(writes) == 1, f"{len(writes)} writes for 1,000 reports"

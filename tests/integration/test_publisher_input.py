@@ -52,3 +52,18 @@ async def test_publish_after_close_is_counted_not_raised(broker_url: str, exchan
     assert pub.stats.dropped_by_reason["closed"] == 1
     assert pub.stats.balanced
     await pub.close()  # idempotent
+
+
+async def test_finished_tasks_are_forgotten_first(broker_url: str, exchange: str) -> None:
+    """max_tasks bounds what is remembered; active tasks keep their sequence."""
+    async with Publisher(broker_url, exchange, max_tasks=10) as pub:
+        for t in range(5):
+            pub.publish(Report(task_id=f"active{t}", state="running"))
+        for t in range(50):
+            pub.publish(Report(task_id=f"done{t}", state="finished"))
+            if t % 7 == 0:
+                assert await pub.flush(5)  # some final reports confirmed, some not
+        assert len(pub._tasks) <= 10
+        assert all(f"active{t}" in pub._tasks for t in range(5))
+        assert await pub.flush(5)
+        assert pub._tasks["active0"].seq == 1
