@@ -7,6 +7,7 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
+from .embed import BackgroundPublisher
 from .errors import (
     AuthenticationError,
     BrokerError,
@@ -19,11 +20,13 @@ from .report import STATES, TERMINAL_STATES, Report, TaskError, decode, encode
 from .routing import routing_key
 from .settings import Settings, load_settings, mask_url
 from .stats import Stats
+from .task import TaskReporter
 
 __all__ = [
     "STATES",
     "TERMINAL_STATES",
     "AuthenticationError",
+    "BackgroundPublisher",
     "BrokerError",
     "ConfigError",
     "InvalidReport",
@@ -33,6 +36,7 @@ __all__ = [
     "Stats",
     "StreamerError",
     "TaskError",
+    "TaskReporter",
     "__version__",
     "decode",
     "encode",

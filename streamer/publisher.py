@@ -32,6 +32,7 @@ from .report import STATES, TERMINAL_STATES, Report, encode
 from .routing import routing_key
 from .settings import Settings, load_settings, mask_url
 from .stats import DROP_REASONS, LatencyHistogram, Stats
+from .task import TaskReporter, fingerprint
 
 __all__ = ["Publisher"]
 
@@ -125,11 +126,10 @@ class Publisher(PoolOwner):
         self._buffer: Buffer[_Pending] = Buffer(len(self._channels), settings.max_pending)
         # Per channel: why reports for it are dropped right now, or None if they are taken.
         self._refuse: list[str | None] = [None] * len(self._channels)
-        host, pid = socket.gethostname(), os.getpid()
         self._framer = Framer(
             exchange=settings.exchange,
-            app_id=f"{settings.app_id}@{host}:{pid}",
-            fingerprint={"host": host, "pid": pid},
+            app_id=fingerprint(settings.app_id),
+            fingerprint={"host": socket.gethostname(), "pid": os.getpid()},
             headers=settings.headers,
             mandatory=settings.mandatory,
         )
@@ -263,6 +263,22 @@ class Publisher(PoolOwner):
                 f"report of task {report.task_id!r} is {len(body)} bytes encoded; the limit "
                 f"(max_body) is {self.settings.max_body}"
             )
+        self._accept(task, seq, state, body)
+
+    def _publish_encoded(self, task_id: str, state: str, body: bytes, seq_at: int) -> None:
+        """Take a report validated and encoded elsewhere (another thread) with ``seq`` 0.
+
+        The per-task sequence is only known here, on the loop, so its digits are spliced in
+        at ``seq_at`` instead of encoding the report again (see ``report.encode_unsequenced``).
+        """
+        task = self._tasks.get(task_id)
+        if task is None:
+            task = self._new_task(task_id)
+        seq = task.seq + 1
+        self._accept(task, seq, state, b"%b%d%b" % (body[:seq_at], seq, body[seq_at + 1 :]))
+
+    def _accept(self, task: _Task, seq: int, state: str, body: bytes) -> None:
+        """Count, remember and queue one valid, encoded report (or drop it, counted)."""
         if self._state is not PublisherState.RUNNING and self._state is not PublisherState.STARTING:
             if self._state is PublisherState.INIT:
                 raise RuntimeError("publisher not started: use `async with Publisher(...)`")
@@ -291,6 +307,15 @@ class Publisher(PoolOwner):
             self._coalesced += 1
         else:
             self._dropped["overflow"] += 1
+
+    def task(self, task_id: str, **fields: Any) -> TaskReporter:
+        """A :class:`~streamer.task.TaskReporter` publishing one task's reports through here.
+
+        Keyword arguments (``task_type``, ``tags``, ``queue``, ``group_id``, ``worker_name``)
+        go into every report; ``worker_name`` defaults to ``<app_id>@<host>:<pid>``.
+        """
+        fields.setdefault("worker_name", fingerprint(self.settings.app_id))
+        return TaskReporter(self.publish, task_id, **fields)
 
     def _new_task(self, task_id: str) -> _Task:
         key = routing_key(task_id, self.settings.routing_prefix)

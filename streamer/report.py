@@ -25,6 +25,7 @@ __all__ = [
     "TaskError",
     "decode",
     "encode",
+    "encode_unsequenced",
 ]
 
 State = Literal[
@@ -89,6 +90,24 @@ def encode(report: Report) -> bytes:
         raise InvalidReport(
             f"report of task {report.task_id!r} is not serialisable: {exc}"
         ) from exc
+
+
+_SEQ_MARK: Final = b',"seq":0,"sent_at":'
+
+
+def encode_unsequenced(report: Report, sent_at: float) -> tuple[bytes, int]:
+    """Encode ``report`` stamped with ``sent_at`` and ``seq`` 0, for a sequencer elsewhere.
+
+    Returns:
+        the body, and the offset of seq's single ``0`` digit: ``seq`` and ``sent_at`` are
+        the last two fields, so the last occurrence of the mark is theirs, whatever strings
+        the report carries.
+
+    Raises:
+        InvalidReport: the report is not serialisable.
+    """
+    body = encode(msgspec.structs.replace(report, seq=0, sent_at=sent_at))
+    return body, body.rindex(_SEQ_MARK) + 7
 
 
 def decode(body: bytes | memoryview) -> Report:

@@ -394,7 +394,9 @@ async def test_header_table_when_asked(
 
 
 async def test_many_publishes_per_socket_write(
-    broker_url: str, exchange: str, monkeypatch: pytest.MonkeyPatch,
+    broker_url: str,
+    exchange: str,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """A burst of reports leaves in one write per connection, not one per report."""
     from streamer.connection import Connection

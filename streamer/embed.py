@@ -1,0 +1,365 @@
+"""The background publisher: streamer for ordinary synchronous task workers.
+
+Most workers are plain threads or processes (Celery, RQ, scripts, thread pools). A
+:class:`BackgroundPublisher` runs the asyncio :class:`~streamer.publisher.Publisher` on its
+own uvloop in a daemon OS thread. ``publish()`` from any thread validates and encodes the
+report right there (so bad input raises in the caller), appends it to an inbox and wakes the
+loop at most once per batch; the loop thread assigns the per-task sequence and takes it from
+there. Nothing the broker does can block or raise in the caller.
+
+Fork safety: after ``os.fork()`` the child starts with an empty inbox and no thread; its
+first ``publish()`` starts a fresh thread and connection. The parent's socket is never used
+by the child (the pool lets go of it at fork time).
+
+gevent (locust monkey-patches everything): the loop thread must be a real OS thread and the
+inbox lock a real lock, so both come from the unpatched modules when gevent is present.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import logging
+import os
+import sys
+import time
+import weakref
+from collections.abc import Callable
+from types import TracebackType
+from typing import Any, Final
+
+import msgspec
+import uvloop
+
+from .errors import InvalidReport
+from .publisher import Publisher
+from .report import STATES, Report, encode_unsequenced
+from .routing import routing_key
+from .settings import Settings, load_settings, mask_url
+from .stats import DROP_REASONS, Stats
+from .task import TaskReporter, fingerprint
+
+__all__ = ["BackgroundPublisher"]
+
+log = logging.getLogger(__name__)
+
+_ATEXIT_FLUSH: Final = 5.0
+_live: Final[weakref.WeakSet[BackgroundPublisher]] = weakref.WeakSet()
+
+
+def _real(module: str, name: str) -> Any:
+    """``module.name`` as it was before gevent monkey-patched it (or as it is)."""
+    monkey = sys.modules.get("gevent.monkey")
+    if monkey is not None and monkey.is_module_patched(module):
+        return monkey.get_original(module, name)
+    return getattr(__import__(module), name)
+
+
+class _Signal:
+    """A set-once event between OS threads, built on a raw lock (gevent cannot patch it)."""
+
+    def __init__(self) -> None:
+        self._lock = _real("_thread", "allocate_lock")()
+        self._lock.acquire()
+        self.value: Any = None
+
+    def set(self, value: Any = None) -> None:
+        self.value = value
+        self._lock.release()
+
+    def wait(self, timeout: float | None) -> bool:
+        if not self._lock.acquire(timeout=-1 if timeout is None else max(timeout, 0)):
+            return False
+        self._lock.release()  # stays set for every later waiter
+        return True
+
+
+class BackgroundPublisher:
+    """A publisher for synchronous code: ``publish()`` from any thread, never blocks.
+
+    Usable as a context manager; also closed at interpreter exit with a bounded flush::
+
+        pub = BackgroundPublisher(url="amqp://guest:guest@127.0.0.1:5672/")
+        pub.publish(Report(task_id="42", state="running"))
+        pub.flush(timeout=5)
+
+    Args:
+        url, exchange, settings, config, options: as for :class:`~streamer.Publisher`.
+
+    Raises:
+        ConfigError: an option is unknown or invalid.
+    """
+
+    def __init__(
+        self,
+        url: str | tuple[str, ...] | list[str] | None = None,
+        exchange: str | None = None,
+        *,
+        settings: Settings | None = None,
+        config: str | os.PathLike[str] | None = None,
+        **options: Any,
+    ) -> None:
+        if settings is None:
+            if isinstance(url, list):
+                url = tuple(url)
+            settings = load_settings(config, url=url, exchange=exchange, **options)
+        elif url is not None or exchange is not None or options or config is not None:
+            raise TypeError("pass either settings= or individual options, not both")
+        self.settings = settings
+        self._closed = False
+        self._reset()
+        _live.add(self)
+
+    def _reset(self) -> None:
+        """Forget thread, loop and inbox: at creation and in a fork child."""
+        self._lock = _real("_thread", "allocate_lock")()
+        self._inbox: list[tuple[str, str, bytes, int]] = []
+        self._wake_pending = False
+        self._started = False
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._publisher: Publisher | None = None
+        self._accepting = False
+        self._stopped: _Signal | None = None
+        self._loop_ready = _Signal()
+        self._refused = {"closed": 0, "overflow": 0}  # dropped before reaching the loop
+        self._known: dict[str, None] = {}
+
+    # -- the caller's side ----------------------------------------------------------------------
+
+    def publish(self, report: Report) -> None:
+        """Validate, encode and hand over a report; returns in microseconds, from any thread.
+
+        Raises:
+            InvalidReport: bad task id or state, unserialisable or oversized report.
+        """
+        if type(report) is not Report:
+            raise InvalidReport(f"publish() takes a streamer.Report, got {type(report).__name__}")
+        if report.state not in STATES:
+            raise InvalidReport(
+                f"unknown state {report.state!r} for task {report.task_id!r}; "
+                f"expected one of {', '.join(sorted(STATES))}"
+            )
+        task_id = report.task_id
+        if task_id not in self._known:
+            routing_key(task_id, self.settings.routing_prefix)
+            if len(self._known) >= self.settings.max_tasks:
+                self._known.clear()
+            self._known[task_id] = None
+        body, seq_at = encode_unsequenced(report, time.time())
+        if len(body) > self.settings.max_body:
+            raise InvalidReport(
+                f"report of task {task_id!r} is {len(body)} bytes encoded; the limit "
+                f"(max_body) is {self.settings.max_body}"
+            )
+        if not self._started:
+            self._start()
+        with self._lock:
+            if self._closed:
+                self._refused["closed"] += 1
+                return
+            if len(self._inbox) >= self.settings.max_pending:
+                self._refused["overflow"] += 1  # the loop thread cannot keep up: drop, counted
+                return
+            self._inbox.append((task_id, report.state, body, seq_at))
+            if self._wake_pending:
+                return
+            self._wake_pending = True
+        loop = self._loop
+        if loop is not None:
+            try:  # noqa: SIM105 - once per batch, but a with-block costs more than try
+                loop.call_soon_threadsafe(self._drain)
+            except RuntimeError:  # the loop just closed: close() drops what it did not take
+                pass
+
+    def task(self, task_id: str, **fields: Any) -> TaskReporter:
+        """A :class:`~streamer.task.TaskReporter` publishing one task's reports through here.
+
+        Keyword arguments (``task_type``, ``tags``, ``queue``, ``group_id``, ``worker_name``)
+        go into every report; ``worker_name`` defaults to ``<app_id>@<host>:<pid>``.
+        """
+        fields.setdefault("worker_name", fingerprint(self.settings.app_id))
+        return TaskReporter(self.publish, task_id, **fields)
+
+    def _start(self) -> None:
+        """Start the loop thread (first use in this process); never waits for it."""
+        with self._lock:
+            if self._started or self._closed:
+                return
+            self._started = True
+            self._stopped = _Signal()
+            self._publisher = Publisher(settings=self.settings)
+            _real("_thread", "start_new_thread")(self._run, (self._publisher, self._stopped))
+
+    # -- the loop thread ------------------------------------------------------------------------
+
+    def _run(self, publisher: Publisher, stopped: _Signal) -> None:
+        loop = uvloop.new_event_loop()
+        asyncio.set_event_loop(loop)
+        self._loop = loop
+        self._loop_ready.set()
+        try:
+            loop.run_until_complete(self._main(publisher))
+        except Exception:
+            log.exception("streamer background publisher stopped unexpectedly")
+        finally:
+            self._loop = None
+            loop.close()
+            stopped.set()
+
+    async def _main(self, publisher: Publisher) -> None:
+        self._stop = asyncio.Event()
+        starting = asyncio.ensure_future(publisher.start())
+        await asyncio.sleep(0)  # start() is now under way: reports are taken (and wait)
+        self._accepting = True
+        self._drain()  # whatever arrived before the loop ran
+        await starting
+        await self._stop.wait()
+        self._drain()
+        await publisher.close()
+
+    def _drain(self) -> None:
+        """Move the inbox into the publisher (loop thread), in publish order."""
+        if not self._accepting:
+            return  # too early: _main drains as soon as the publisher takes reports
+        with self._lock:
+            items, self._inbox = self._inbox, []
+            self._wake_pending = False
+        assert self._publisher is not None
+        take = self._publisher._publish_encoded
+        for task_id, state, body, seq_at in items:
+            take(task_id, state, body, seq_at)
+
+    # -- blocking controls ----------------------------------------------------------------------
+
+    def _call(self, factory: Callable[[], Any], timeout: float | None) -> Any:
+        """Run ``factory()`` (a coroutine) on the loop thread; its result, or None."""
+        self._loop_ready.wait(timeout)
+        loop = self._loop
+        if loop is None:
+            return None
+        done = _Signal()
+
+        async def run() -> None:
+            try:
+                done.value = await factory()
+            finally:
+                done.set(done.value)
+
+        try:
+            loop.call_soon_threadsafe(asyncio.ensure_future, run())
+        except RuntimeError:  # the loop closed meanwhile
+            return None
+        return done.value if done.wait(timeout) else None
+
+    def flush(self, timeout: float | None = None) -> bool:
+        """Block until every report published so far is confirmed or dropped.
+
+        Returns:
+            True if nothing is pending, False if ``timeout`` seconds passed first.
+        """
+        if not self._started:
+            return True
+
+        async def flush() -> bool:
+            self._drain()
+            assert self._publisher is not None
+            return await self._publisher.flush(timeout)
+
+        return bool(self._call(flush, None if timeout is None else timeout + 1))
+
+    def close(self, timeout: float | None = None) -> None:
+        """Flush for at most ``timeout`` (default ``close_timeout``), then stop. Idempotent."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+        if not self._started:
+            return
+        budget = self.settings.close_timeout if timeout is None else timeout
+        self.flush(budget)
+        loop = self._loop
+        if loop is not None:
+            try:
+                loop.call_soon_threadsafe(self._stop.set)
+            except RuntimeError:
+                return
+            assert self._stopped is not None
+            self._stopped.wait(budget + 2)
+        with self._lock:  # raced in after the loop's last drain: count, do not keep
+            self._refused["closed"] += len(self._inbox)
+            self._inbox.clear()
+
+    @property
+    def stats(self) -> Stats:
+        """A consistent snapshot of the accounting, reports still in the inbox included."""
+
+        async def on_loop() -> Stats:
+            self._drain()
+            assert self._publisher is not None
+            return self._publisher.stats
+
+        stats = self._call(on_loop, 5)
+        with self._lock:
+            waiting, refused = len(self._inbox), dict(self._refused)
+        if stats is None:  # no loop (never started or stopped): nothing else touches it
+            stats = self._publisher.stats if self._publisher is not None else _EMPTY
+        dropped = dict(stats.dropped_by_reason)
+        for reason, count in refused.items():
+            dropped[reason] += count
+        extra = sum(refused.values())
+        total: Stats = msgspec.structs.replace(
+            stats,
+            published=stats.published + waiting + extra,
+            dropped=stats.dropped + extra,
+            dropped_by_reason=dropped,
+            pending=stats.pending + waiting,
+        )
+        return total
+
+    def __enter__(self) -> BackgroundPublisher:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else "running" if self._started else "idle"
+        return f"<BackgroundPublisher {state} {mask_url(self.settings.urls[0])}>"
+
+
+_EMPTY: Final = Stats(
+    published=0,
+    confirmed=0,
+    coalesced=0,
+    dropped=0,
+    dropped_by_reason=dict.fromkeys(DROP_REASONS, 0),
+    pending=0,
+    resent=0,
+    reconnects=0,
+    connections=0,
+    confirm_latency_p50=0.0,
+    confirm_latency_p99=0.0,
+    confirm_latency_max=0.0,
+)
+
+
+def _after_fork_in_child() -> None:
+    for pub in list(_live):
+        pub._reset()
+
+
+@atexit.register
+def _close_all() -> None:
+    for pub in list(_live):
+        try:
+            pub.close(min(pub.settings.close_timeout, _ATEXIT_FLUSH))
+        except Exception:  # never let our cleanup break the interpreter's exit
+            log.exception("closing a background publisher at exit")
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
