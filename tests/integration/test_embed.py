@@ -198,3 +198,49 @@ async def test_works_under_gevent_monkey_patching(
         while len(finals) < 5:
             await asyncio.sleep(0.05)
             finals = {b["task_id"] for _, b, _ in collector.messages if b["state"] == "finished"}
+
+
+def test_worker_survives_broker_restart() -> None:
+    """400+ reports per task while a (private) broker restarts: no exception reaches the
+    worker, every report is accounted for, and publishing resumes after the restart."""
+    from tests.broker import PrivateNode
+
+    with PrivateNode(prefix="streamer-embed-restart") as node:
+        pub = BackgroundPublisher(node.url, "streamer.restart", reconnect_max=0.5)
+        errors: list[BaseException] = []
+        published = 0
+
+        def worker() -> None:
+            nonlocal published
+            try:
+                for t in range(3):
+                    with pub.task(f"restart{t}", task_type="sync") as task:
+                        for n in range(1, 451):
+                            task.progress(n, 450, step="content")
+                            published += 1
+                            time.sleep(0.004)
+            except BaseException as exc:  # the assertion below reports it
+                errors.append(exc)
+
+        thread = threading.Thread(target=worker)
+        thread.start()
+        time.sleep(0.5)
+        node.restart()
+        thread.join(60)
+        assert not thread.is_alive()
+        assert errors == []
+        deadline = time.monotonic() + 15
+        while pub.stats.connections == 0 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        confirmed = pub.stats.confirmed
+        pub.publish(Report(task_id="after-restart", state="finished"))
+        assert pub.flush(10)
+        stats = pub.stats
+        pub.close()
+    assert stats.confirmed == confirmed + 1, "publishing did not resume after the restart"
+    assert published == 1350
+    assert stats.published == 1350 + 3 * 2 + 1  # + each task's start and finish, + the last
+    assert stats.balanced
+    assert stats.reconnects >= 1
+    assert stats.dropped_by_reason["disconnected"] > 0
+    assert stats.confirmed > 0
