@@ -31,11 +31,10 @@ from typing import Any, Final
 import msgspec
 import uvloop
 
-from .errors import InvalidReport
 from .publisher import Publisher
-from .report import STATES, Report, encode_unsequenced
+from .report import STATES, Report, encode_unsequenced, refuse, refuse_size
 from .routing import routing_key
-from .settings import Settings, load_settings, mask_url
+from .settings import Settings, mask_url, resolve_settings
 from .stats import DROP_REASONS, Stats
 from .task import TaskReporter, fingerprint
 
@@ -99,13 +98,7 @@ class BackgroundPublisher:
         config: str | os.PathLike[str] | None = None,
         **options: Any,
     ) -> None:
-        if settings is None:
-            if isinstance(url, list):
-                url = tuple(url)
-            settings = load_settings(config, url=url, exchange=exchange, **options)
-        elif url is not None or exchange is not None or options or config is not None:
-            raise TypeError("pass either settings= or individual options, not both")
-        self.settings = settings
+        self.settings = settings = resolve_settings(url, exchange, settings, config, options)
         self._closed = False
         self._reset()
         _live.add(self)
@@ -132,13 +125,8 @@ class BackgroundPublisher:
         Raises:
             InvalidReport: bad task id or state, unserialisable or oversized report.
         """
-        if type(report) is not Report:
-            raise InvalidReport(f"publish() takes a streamer.Report, got {type(report).__name__}")
-        if report.state not in STATES:
-            raise InvalidReport(
-                f"unknown state {report.state!r} for task {report.task_id!r}; "
-                f"expected one of {', '.join(sorted(STATES))}"
-            )
+        if type(report) is not Report or report.state not in STATES:
+            refuse(report)
         task_id = report.task_id
         if task_id not in self._known:
             routing_key(task_id, self.settings.routing_prefix)
@@ -147,10 +135,7 @@ class BackgroundPublisher:
             self._known[task_id] = None
         body, seq_at = encode_unsequenced(report, time.time())
         if len(body) > self.settings.max_body:
-            raise InvalidReport(
-                f"report of task {task_id!r} is {len(body)} bytes encoded; the limit "
-                f"(max_body) is {self.settings.max_body}"
-            )
+            refuse_size(report, len(body), self.settings.max_body)
         if not self._started:
             self._start()
         with self._lock:

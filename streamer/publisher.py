@@ -25,12 +25,11 @@ from typing import Any, Final
 import msgspec
 
 from .buffer import Buffer, Put
-from .errors import InvalidReport
 from .frames import Framer, TaskFrames
 from .pool import Channel, ConnectionPool, PoolOwner
-from .report import STATES, TERMINAL_STATES, Report, encode
+from .report import STATES, TERMINAL_STATES, Report, encode, refuse, refuse_size
 from .routing import routing_key
-from .settings import Settings, load_settings, mask_url
+from .settings import Settings, mask_url, resolve_settings
 from .stats import DROP_REASONS, LatencyHistogram, Stats
 from .task import TaskReporter, fingerprint
 
@@ -112,13 +111,7 @@ class Publisher(PoolOwner):
         config: str | os.PathLike[str] | None = None,
         **options: Any,
     ) -> None:
-        if settings is None:
-            if isinstance(url, list):
-                url = tuple(url)
-            settings = load_settings(config, url=url, exchange=exchange, **options)
-        elif url is not None or exchange is not None or options or config is not None:
-            raise TypeError("pass either settings= or individual options, not both")
-        self.settings = settings
+        self.settings = settings = resolve_settings(url, exchange, settings, config, options)
         self._state = PublisherState.INIT
         self._loop: asyncio.AbstractEventLoop | None = None
         self._pool = ConnectionPool(settings, self)
@@ -241,14 +234,9 @@ class Publisher(PoolOwner):
             InvalidReport: bad task id or state, unserialisable or oversized report.
             RuntimeError: the publisher was never started.
         """
-        if type(report) is not Report:
-            raise InvalidReport(f"publish() takes a streamer.Report, got {type(report).__name__}")
+        if type(report) is not Report or report.state not in STATES:
+            refuse(report)
         state = report.state
-        if state not in STATES:
-            raise InvalidReport(
-                f"unknown state {state!r} for task {report.task_id!r}; "
-                f"expected one of {', '.join(sorted(STATES))}"
-            )
         task = self._tasks.get(report.task_id)
         if task is None:
             task = self._new_task(report.task_id)
@@ -259,10 +247,7 @@ class Publisher(PoolOwner):
             encode(report)  # raises InvalidReport naming the problem
             raise
         if len(body) > self.settings.max_body:
-            raise InvalidReport(
-                f"report of task {report.task_id!r} is {len(body)} bytes encoded; the limit "
-                f"(max_body) is {self.settings.max_body}"
-            )
+            refuse_size(report, len(body), self.settings.max_body)
         self._accept(task, seq, state, body)
 
     def _publish_encoded(self, task_id: str, state: str, body: bytes, seq_at: int) -> None:

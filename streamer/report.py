@@ -73,6 +73,29 @@ class Report(msgspec.Struct, frozen=True, kw_only=True):
         return self.state in TERMINAL_STATES
 
 
+def refuse(report: object) -> None:
+    """Raise the :class:`InvalidReport` that says why ``report`` cannot be published.
+
+    Publishers check the cheap conditions inline on their hot path and call this to
+    word the error (its checks: a ``Report``, with a known state).
+    """
+    if type(report) is not Report:
+        raise InvalidReport(f"publish() takes a streamer.Report, got {type(report).__name__}")
+    if report.state not in STATES:
+        raise InvalidReport(
+            f"unknown state {report.state!r} for task {report.task_id!r}; "
+            f"expected one of {', '.join(sorted(STATES))}"
+        )
+
+
+def refuse_size(report: Report, size: int, limit: int) -> None:
+    """Raise :class:`InvalidReport` for a report whose encoded body exceeds ``max_body``."""
+    raise InvalidReport(
+        f"report of task {report.task_id!r} is {size} bytes encoded; the limit "
+        f"(max_body) is {limit}"
+    )
+
+
 _encoder: Final = msgspec.json.Encoder()
 _decoder: Final = msgspec.json.Decoder(Report)
 

@@ -18,7 +18,7 @@ import msgspec
 
 from .errors import ConfigError
 
-__all__ = ["DEFAULT_URL", "Settings", "load_settings", "mask_url"]
+__all__ = ["DEFAULT_URL", "Settings", "load_settings", "mask_url", "resolve_settings"]
 
 DEFAULT_URL: Final = "amqp://guest:guest@127.0.0.1:5672/"
 ENV_PREFIX: Final = "STREAMER_"
@@ -230,6 +230,28 @@ def load_settings(
         return msgspec.convert(merged, Settings, strict=False)
     except msgspec.ValidationError as exc:
         raise ConfigError(f"invalid settings: {_reason(exc)}") from None
+
+
+def resolve_settings(
+    url: str | tuple[str, ...] | list[str] | None,
+    exchange: str | None,
+    settings: Settings | None,
+    config: str | os.PathLike[str] | None,
+    options: dict[str, Any],
+) -> Settings:
+    """The settings a publisher was given: a complete ``settings`` or the pieces of one.
+
+    Raises:
+        TypeError: both ``settings`` and individual options were given.
+        ConfigError: see :func:`load_settings`.
+    """
+    if settings is None:
+        if isinstance(url, list):
+            url = tuple(url)
+        return load_settings(config, url=url, exchange=exchange, **options)
+    if url is not None or exchange is not None or options or config is not None:
+        raise TypeError("pass either settings= or individual options, not both")
+    return settings
 
 
 def _reason(exc: msgspec.ValidationError) -> str:

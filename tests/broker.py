@@ -30,7 +30,9 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, NoReturn
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
+
+from streamer.settings import mask_url
 
 log = logging.getLogger(__name__)
 
@@ -40,18 +42,6 @@ _DEBIAN_BIN = Path("/usr/lib/rabbitmq/bin")
 _SEARCH_PATH = os.pathsep.join([os.environ.get("PATH", ""), "/usr/local/sbin", "/usr/sbin"])
 _CONNECTION_FIELDS = ("name", "peer_port", "state", "channels")
 _counter = itertools.count(1)
-
-
-def mask_url(url: str) -> str:
-    """Return ``url`` with its password shown as ``***``: what we log may end up in CI output."""
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return "<unparsable URL>"
-    if parts.password is None:
-        return url
-    host = parts.netloc.rpartition("@")[2]
-    return urlunsplit(parts._replace(netloc=f"{parts.username}:***@{host}"))
 
 
 def amqp_ping(port: int, host: str = "127.0.0.1", timeout: float = 2.0) -> bool:
