@@ -218,6 +218,8 @@ class BackgroundPublisher:
 
     def _call(self, factory: Callable[[], Any], timeout: float | None) -> Any:
         """Run ``factory()`` (a coroutine) on the loop thread; its result, or None."""
+        if not self._started:
+            return None
         self._loop_ready.wait(timeout)
         loop = self._loop
         if loop is None:

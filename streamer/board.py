@@ -1,0 +1,185 @@
+"""The task board: a stream of reports folded into the current state of every task.
+
+Consumers (``watch``, the dashboard, the load harness) see reports in per-task order but with
+holes (superseded or dropped reports) and the odd repeat (a publisher re-sends the latest
+report after reconnecting). The board keeps, per task, the newest report by ``seq``, counts
+gaps, ignores stale and repeated reports, and derives progress, rate and ETA from the
+``items_done``/``items_total`` counters in ``progress_report``. Memory is bounded: finished
+tasks are evicted oldest first beyond ``max_finished``, and the total is capped too.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict
+from collections.abc import Iterator, Mapping
+from typing import Any, Final
+
+from .report import TERMINAL_STATES, Report
+
+__all__ = ["Board", "TaskState", "progress_counts"]
+
+# Pairs of (done, total) keys recognised in progress_report entries, first match wins.
+_COUNTERS: Final = (("items_done", "items_total"), ("done", "total"))
+_RATE_SMOOTHING: Final = 0.3  # weight of the newest rate sample
+
+
+def progress_counts(progress: Mapping[str, Any]) -> tuple[int, int] | None:
+    """Sum the done/total counters found anywhere in a ``progress_report`` (Pulp nests them).
+
+    Returns:
+        ``(done, total)``, or None when the report carries no counters.
+    """
+    done = total = 0
+    found = False
+    stack: list[Mapping[str, Any]] = [progress]
+    while stack:
+        node = stack.pop()
+        for done_key, total_key in _COUNTERS:
+            d, t = node.get(done_key), node.get(total_key)
+            if isinstance(d, int) and isinstance(t, int) and t >= 0 and d >= 0:
+                done, total, found = done + min(d, t), total + t, True
+                break
+        else:
+            stack.extend(v for v in node.values() if isinstance(v, Mapping))
+    return (done, total) if found else None
+
+
+class TaskState:
+    """What the board knows of one task."""
+
+    __slots__ = ("done", "first_seen", "gaps", "last_seen", "rate", "report", "total")
+
+    def __init__(self, report: Report, now: float) -> None:
+        self.report = report
+        self.first_seen = now
+        self.last_seen = now
+        self.gaps = 0  # reports never seen (missing seq numbers)
+        self.rate: float | None = None  # items per second, smoothed
+        counts = progress_counts(report.progress_report)
+        self.done: int | None = counts[0] if counts else None
+        self.total: int | None = counts[1] if counts else None
+
+    @property
+    def task_id(self) -> str:
+        return self.report.task_id
+
+    @property
+    def state(self) -> str:
+        return self.report.state
+
+    @property
+    def finished(self) -> bool:
+        return self.report.state in TERMINAL_STATES
+
+    @property
+    def progress(self) -> float | None:
+        """Done / total in 0..1 (1 for a finished task), or None when unknown."""
+        if self.report.state == "finished":
+            return 1.0
+        if self.done is None or not self.total:
+            return None
+        return self.done / self.total
+
+    @property
+    def eta(self) -> float | None:
+        """Seconds until done at the current rate, or None when unknown."""
+        if self.finished or self.done is None or self.total is None or not self.rate:
+            return None
+        return max(self.total - self.done, 0) / self.rate
+
+    def _advance(self, report: Report, now: float) -> None:
+        self.gaps += max(report.seq - self.report.seq - 1, 0)
+        counts = progress_counts(report.progress_report)
+        if counts is not None:
+            done, total = counts
+            if self.done is not None and now > self.last_seen and done >= self.done:
+                sample = (done - self.done) / (now - self.last_seen)
+                self.rate = (
+                    sample
+                    if self.rate is None
+                    else (_RATE_SMOOTHING * sample + (1 - _RATE_SMOOTHING) * self.rate)
+                )
+            self.done, self.total = done, total
+        self.report = report
+        self.last_seen = now
+
+
+class Board:
+    """Per-task state folded from reports, bounded in memory.
+
+    Args:
+        max_finished: finished tasks kept (the oldest finished are evicted first).
+        max_tasks: tasks kept in all; beyond it the least recently updated go.
+    """
+
+    def __init__(self, *, max_finished: int = 1_000, max_tasks: int = 10_000) -> None:
+        self.max_finished = max_finished
+        self.max_tasks = max_tasks
+        self._tasks: OrderedDict[str, TaskState] = OrderedDict()  # least recently updated first
+        self._finished: OrderedDict[str, None] = OrderedDict()  # oldest finish first
+        self.reports = 0  # applied
+        self.stale = 0  # ignored: lower seq than the one shown
+        self.duplicates = 0  # ignored: same seq again (re-sent after a reconnect)
+        self.evicted = 0
+
+    def __len__(self) -> int:
+        return len(self._tasks)
+
+    def __iter__(self) -> Iterator[TaskState]:
+        return iter(list(self._tasks.values()))
+
+    def get(self, task_id: str) -> TaskState | None:
+        return self._tasks.get(task_id)
+
+    @property
+    def gaps(self) -> int:
+        """Reports known to be missing, over the tasks still on the board."""
+        return sum(t.gaps for t in self._tasks.values())
+
+    def by_state(self) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for task in self._tasks.values():
+            counts[task.state] = counts.get(task.state, 0) + 1
+        return counts
+
+    def apply(self, report: Report, now: float | None = None) -> bool:
+        """Fold one report in; False when it was stale or a repeat (and ignored).
+
+        A report with ``seq`` 0 (not from a streamer publisher) always applies.
+        """
+        now = time.time() if now is None else now
+        task_id = report.task_id
+        task = self._tasks.get(task_id)
+        if task is None:
+            task = self._tasks[task_id] = TaskState(report, now)
+            if report.seq > 1:
+                task.gaps = report.seq - 1  # joined late or its first reports were lost
+        elif report.seq and report.seq <= task.report.seq:
+            if report.seq == task.report.seq:
+                self.duplicates += 1
+            else:
+                self.stale += 1
+            return False
+        else:
+            was_finished = task.finished
+            task._advance(report, now)
+            self._tasks.move_to_end(task_id)
+            if was_finished and not task.finished:
+                self._finished.pop(task_id, None)
+        self.reports += 1
+        if task.finished:
+            self._finished[task_id] = None
+            self._finished.move_to_end(task_id)
+        self._evict()
+        return True
+
+    def _evict(self) -> None:
+        while len(self._finished) > self.max_finished:
+            task_id, _ = self._finished.popitem(last=False)
+            del self._tasks[task_id]
+            self.evicted += 1
+        while len(self._tasks) > self.max_tasks:
+            task_id, _ = self._tasks.popitem(last=False)
+            self._finished.pop(task_id, None)
+            self.evicted += 1

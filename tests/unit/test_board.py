@@ -1,0 +1,93 @@
+"""The task board folds reports into per-task state (no network)."""
+
+from __future__ import annotations
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from streamer import Report
+from streamer.board import Board, progress_counts
+
+
+def r(task: str, seq: int, state: str = "running", **progress: object) -> Report:
+    return Report(task_id=task, state=state, seq=seq, progress_report=dict(progress))  # type: ignore[arg-type]
+
+
+def test_progress_counts_nested_and_summed() -> None:
+    pulp = {
+        "yum_importer": {
+            "content": {"items_done": 3, "items_total": 10},
+            "errata": {"items_done": 1, "items_total": 2},
+            "metadata": {"state": "FINISHED"},
+        }
+    }
+    assert progress_counts(pulp) == (4, 12)
+    assert progress_counts({"a": {"done": 5, "total": 4}}) == (4, 4)  # done capped by total
+    assert progress_counts({"state": "x"}) is None
+    assert progress_counts({"a": {"items_done": "3", "items_total": 4}}) is None
+
+
+def test_latest_wins_stale_and_duplicates_ignored_gaps_counted() -> None:
+    board = Board()
+    assert board.apply(r("t", 1, content={"items_done": 0, "items_total": 10}), now=0)
+    assert board.apply(r("t", 4, content={"items_done": 5, "items_total": 10}), now=5)
+    assert not board.apply(r("t", 3), now=6)  # stale
+    assert not board.apply(r("t", 4), now=7)  # re-sent after a reconnect
+    task = board.get("t")
+    assert task is not None
+    assert task.report.seq == 4 and task.gaps == 2
+    assert (board.stale, board.duplicates, board.reports) == (1, 1, 2)
+    assert task.progress == 0.5
+    assert task.rate == 1.0  # 5 items in 5 s
+    assert task.eta == 5.0
+    assert board.apply(r("t", 5, "finished"), now=8)
+    assert task.progress == 1.0 and task.eta is None and task.finished
+    assert board.by_state() == {"finished": 1}
+
+
+def test_joining_late_counts_missing_first_reports() -> None:
+    board = Board()
+    board.apply(r("t", 7))
+    assert board.gaps == 6
+
+
+def test_finished_tasks_evicted_oldest_first() -> None:
+    board = Board(max_finished=2, max_tasks=100)
+    board.apply(r("active", 1))
+    for n in range(5):
+        board.apply(r(f"f{n}", 1, "finished"))
+    assert [t.task_id for t in board] == ["active", "f3", "f4"]
+    assert board.evicted == 3
+
+
+def test_total_capped_least_recently_updated_go() -> None:
+    board = Board(max_finished=10, max_tasks=3)
+    for n in range(3):
+        board.apply(r(f"a{n}", 1))
+    board.apply(r("a0", 2))  # a0 is fresh again
+    board.apply(r("a3", 1))
+    assert sorted(t.task_id for t in board) == ["a0", "a2", "a3"]
+
+
+def test_task_reopened_after_finish_is_not_evicted_as_finished() -> None:
+    board = Board(max_finished=1)
+    board.apply(r("t", 1, "finished"))
+    board.apply(r("t", 2, "running"))
+    board.apply(r("u", 1, "finished"))
+    board.apply(r("v", 1, "finished"))
+    assert board.get("t") is not None
+
+
+@given(st.lists(st.tuples(st.integers(0, 5), st.integers(1, 30), st.booleans()), max_size=300))
+def test_bounded_and_monotonic(events: list[tuple[int, int, bool]]) -> None:
+    board = Board(max_finished=3, max_tasks=4)
+    for task, seq, final in events:
+        before = board.get(f"t{task}")
+        shown = before.report.seq if before else 0
+        applied = board.apply(r(f"t{task}", seq, "finished" if final else "running"))
+        after = board.get(f"t{task}")
+        assert len(board) <= 4
+        if applied and after is not None:
+            assert after.report.seq == seq
+        if not applied:
+            assert seq <= shown
