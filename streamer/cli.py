@@ -14,6 +14,7 @@ import json
 import logging
 import sys
 import time
+from collections import deque
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
@@ -25,7 +26,8 @@ from .errors import ConfigError, StreamerError
 from .publisher import Publisher
 from .report import TERMINAL_STATES
 from .settings import Settings, load_settings, mask_url
-from .simulate import run_simulation
+from .simulate import MIN_UPDATES, Simulation, Tally, run_simulation
+from .stats import Stats
 
 F = TypeVar("F", bound=Callable[..., Any])
 log = logging.getLogger("streamer")
@@ -89,7 +91,44 @@ def _config_errors(func: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _UsageError(click.UsageError):
+    """A usage error shown as one line (DESIGN: errors are one clear line), exit code 2."""
+
+    def show(self, file: Any = None) -> None:
+        hint = f" (see '{self.ctx.command_path} --help')" if self.ctx is not None else ""
+        click.echo(f"streamer: usage error: {self.format_message()}{hint}", err=True)
+
+
+class _OneLineErrors(click.Command):
+    """A command whose bad options are reported by :class:`_UsageError`."""
+
+    def make_context(
+        self,
+        info_name: str | None,
+        args: list[str],
+        parent: click.Context | None = None,
+        **extra: Any,
+    ) -> click.Context:
+        try:
+            return super().make_context(info_name, args, parent, **extra)
+        except click.UsageError as exc:
+            if isinstance(exc, _UsageError):
+                raise
+            raise _UsageError(exc.format_message(), exc.ctx) from None
+
+
+def _in_flight(settings: Settings) -> int:
+    """Reports a load generator may keep pending: what one confirm window takes at once."""
+    return max(1, min(settings.confirm_window, settings.max_pending))
+
+
+class _Group(click.Group):
+    """Every subcommand reports bad options as one line (exit code 2)."""
+
+    command_class = _OneLineErrors
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="streamer")
 def main() -> None:
     """Stream task status reports to RabbitMQ and watch them arrive.
@@ -221,7 +260,11 @@ async def _demo(settings: Settings, tasks: int, updates: int, seed: int | None) 
         listening = asyncio.ensure_future(listener(sub))
         started = time.perf_counter()
         async with Publisher(settings=settings) as pub:
-            ids = await run_simulation(pub.publish, tasks=tasks, updates=updates, seed=seed)
+            simulation = Simulation(tasks=tasks, concurrency=tasks, updates=updates, seed=seed)
+            tally = await run_simulation(
+                pub.publish, simulation, throttle=pub.throttle, in_flight=_in_flight(settings)
+            )
+            ids = tally.task_ids
             await pub.flush(30)
             stats = pub.stats
         elapsed = time.perf_counter() - started
@@ -242,3 +285,210 @@ async def _demo(settings: Settings, tasks: int, updates: int, seed: int | None) 
         err=True,
     )
     return 0 if done == len(ids) and stats.balanced else 1
+
+
+@main.command()
+@common_options
+@click.option(
+    "--tasks",
+    type=click.IntRange(min=1),
+    default=2,
+    show_default=True,
+    help="Repository syncs to run; each one that finishes spawns a publish.",
+)
+@click.option(
+    "--concurrency",
+    type=click.IntRange(min=1),
+    default=2,
+    show_default=True,
+    help="Workers running at once (each runs a sync, then its publish).",
+)
+@click.option(
+    "--updates",
+    type=click.IntRange(min=MIN_UPDATES),
+    default=420,
+    show_default=True,
+    help="Reports per finished task (fewer when it fails part-way).",
+)
+@click.option(
+    "--rate",
+    type=click.FloatRange(min=0),
+    default=0.0,
+    show_default=True,
+    help="Target reports/s over all workers; 0: as fast as the broker confirms.",
+)
+@click.option(
+    "--error-rate",
+    type=click.FloatRange(0, 1),
+    default=0.0,
+    show_default=True,
+    help="Chance that a task ends in error.",
+)
+@click.option(
+    "--cancel-rate",
+    type=click.FloatRange(0, 1),
+    default=0.0,
+    show_default=True,
+    help="Chance that a task is canceled.",
+)
+@click.option("--seed", type=int, help="Random seed: same task ids and reports every run.")
+@_config_errors
+def simulate(
+    url: str | None,
+    exchange: str | None,
+    config: str | None,
+    verbose: int,
+    tasks: int,
+    concurrency: int,
+    updates: int,
+    rate: float,
+    error_rate: float,
+    cancel_rate: float,
+    seed: int | None,
+) -> None:
+    """Simulate Pulp workers: syncs that spawn publishes.
+
+    Every report of every task is published, as fast as the broker confirms or at --rate.
+    Shows a progress bar while running (when stderr is a terminal) and a summary at the
+    end. Exits 0 when every report is accounted for and none was dropped, 1 otherwise.
+
+    \b
+    Example:
+      streamer simulate --tasks 50 --concurrency 8 --error-rate 0.05 --rate 20000
+    """
+    if error_rate + cancel_rate > 1:
+        raise _UsageError(
+            f"--error-rate + --cancel-rate must be at most 1, got {error_rate} + {cancel_rate}",
+            click.get_current_context(),
+        )
+    simulation = Simulation(
+        tasks=tasks,
+        concurrency=concurrency,
+        updates=updates,
+        rate=rate,
+        error_rate=error_rate,
+        cancel_rate=cancel_rate,
+        seed=seed,
+    )
+    settings = _settings(url, exchange, config)
+    _run(verbose, _simulate(settings, simulation, progress=sys.stderr.isatty()))
+
+
+async def _simulate(settings: Settings, simulation: Simulation, progress: bool) -> int:
+    """Run the workers through one publisher; exit 1 if any report failed to make it.
+
+    Coalesced reports do not fail the run (they are superseded by design), but the
+    simulation throttles to the broker's confirms precisely so that there are none.
+    """
+    tally = Tally()
+    async with Publisher(settings=settings) as pub:
+        started = time.perf_counter()
+        run = asyncio.ensure_future(
+            run_simulation(
+                pub.publish,
+                simulation,
+                throttle=pub.throttle,
+                in_flight=_in_flight(settings),
+                tally=tally,
+            )
+        )
+        try:
+            if progress:
+                await _progress_bar(run, tally)
+            await run
+        finally:
+            if not run.done():
+                run.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await run
+        await pub.flush(settings.close_timeout)
+        elapsed = time.perf_counter() - started
+    stats = pub.stats  # after close: anything still pending is now a counted drop
+    ok = stats.balanced and stats.dropped == 0
+    click.echo("\n".join(_summary(settings, simulation, tally, stats, elapsed, ok)))
+    return 0 if ok else 1
+
+
+async def _progress_bar(run: asyncio.Future[Tally], tally: Tally) -> None:
+    """Show tasks done, reports published and the recent rate on stderr until ``run`` ends.
+
+    rich is imported here: it costs the other commands' start-up time otherwise.
+    """
+    from rich.console import Console
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+    )
+
+    columns = (
+        TextColumn("[bold]tasks"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[reports]:>12,} reports"),
+        TextColumn("{task.fields[rate]:>10,.0f}/s"),
+        TimeElapsedColumn(),
+    )
+    await asyncio.sleep(0)  # let the simulation start: it sets tally.planned
+    samples: deque[tuple[float, int]] = deque([(time.perf_counter(), tally.reports)])
+    with Progress(*columns, console=Console(stderr=True), auto_refresh=False) as bar:
+        task = bar.add_task("simulate", total=tally.planned, reports=0, rate=0.0)
+        while True:
+            finished, _ = await asyncio.wait({run}, timeout=0.1)
+            now = time.perf_counter()
+            samples.append((now, tally.reports))
+            while len(samples) > 2 and now - samples[0][0] > 1.0:
+                samples.popleft()  # the rate over the last second
+            first_t, first_n = samples[0]
+            rate = (tally.reports - first_n) / (now - first_t) if now > first_t else 0.0
+            bar.update(
+                task,
+                completed=tally.done,
+                total=tally.planned,
+                reports=tally.reports,
+                rate=rate,
+                refresh=True,
+            )
+            if finished:
+                return
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n:,} {noun}" + ("" if n == 1 else "es" if noun.endswith("h") else "s")
+
+
+def _summary(
+    settings: Settings,
+    simulation: Simulation,
+    tally: Tally,
+    stats: Stats,
+    elapsed: float,
+    ok: bool,
+) -> list[str]:
+    """The end-of-run report: one screen, plain text (it is also parsed by tests and CI)."""
+    outcomes = tally.outcomes
+    reasons = ", ".join(f"{n:,} {why}" for why, n in stats.dropped_by_reason.items() if n)
+    dropped = f"{stats.dropped:,} dropped" + (f" ({reasons})" if reasons else "")
+    rate = f", {simulation.rate:,.0f}/s target" if simulation.rate else ""
+    if ok:
+        verdict = "OK: every report confirmed or coalesced, none dropped"
+    elif not stats.balanced:
+        verdict = "FAILED: the accounting does not balance"
+    else:
+        verdict = f"FAILED: {dropped}"
+    return [
+        f"simulated {_count(tally.syncs, 'sync')} and {_count(tally.publishes, 'publish')} on "
+        f"{mask_url(settings.urls[0])}, exchange {settings.exchange!r} "
+        f"({simulation.concurrency} workers, {simulation.updates} updates/task{rate})",
+        f"  tasks      {tally.done:,} done: {outcomes['finished']:,} finished, "
+        f"{outcomes['error']:,} error, {outcomes['canceled']:,} canceled",
+        f"  reports    {stats.published:,} published: {stats.confirmed:,} confirmed, "
+        f"{stats.coalesced:,} coalesced, {dropped}, {stats.pending:,} pending",
+        f"  elapsed    {elapsed:.3f} s, {stats.published / elapsed if elapsed else 0:,.0f} "
+        f"reports/s",
+        f"  confirms   p50 {stats.confirm_latency_p50 * 1e3:.1f} ms, p99 "
+        f"{stats.confirm_latency_p99 * 1e3:.1f} ms, max {stats.confirm_latency_max * 1e3:.1f} ms",
+        f"  {verdict}",
+    ]
