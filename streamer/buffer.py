@@ -2,9 +2,11 @@
 
 Per channel, because a task always uses one channel and each channel has its own confirm
 window: the writer drains exactly the channels that have room, without scanning the others.
-Per task, because a newer report of a task supersedes its older one that is still waiting
-(coalescing): under pressure a dashboard wants the latest state, not a backlog. A terminal
-report is never superseded, and nothing is ever reordered within a task.
+Per task, because under pressure a newer report of a task supersedes its older one that is
+still waiting (coalescing): a dashboard wants the latest state, not a backlog. The caller
+says when it is under pressure (its confirm window is full); otherwise reports queue up
+behind each other. A terminal report is never superseded, and nothing is ever reordered
+within a task.
 """
 
 from __future__ import annotations
@@ -49,6 +51,7 @@ class Buffer(Generic[E]):
         self.max_size = max_size
         self.reserved = 0
         self._size = 0
+        self._counts = [0] * channels
 
     def __len__(self) -> int:
         return self._size
@@ -57,11 +60,21 @@ class Buffer(Generic[E]):
         """Tasks with reports waiting on ``channel``."""
         return len(self._queues[channel])
 
-    def put(self, channel: int, task: object, entry: E) -> Put:
-        """Queue ``entry`` for ``task``, superseding its waiting non-terminal report."""
+    def count(self, channel: int) -> int:
+        """Reports waiting on ``channel``."""
+        return self._counts[channel]
+
+    def put(self, channel: int, task: object, entry: E, coalesce: bool = True) -> Put:
+        """Queue ``entry`` for ``task``.
+
+        With ``coalesce`` (the caller is under pressure) it supersedes the task's waiting
+        non-terminal report instead of queueing behind it; a full buffer still takes that.
+        """
         queue = self._queues[channel]
         waiting = queue.get(task)
-        if waiting is not None and not waiting[-1].sticky:
+        if waiting is not None and not waiting[-1].sticky and (
+            coalesce or self._size + self.reserved >= self.max_size
+        ):
             waiting[-1] = entry
             return Put.COALESCED
         if self._size + self.reserved >= self.max_size:
@@ -71,6 +84,7 @@ class Buffer(Generic[E]):
         else:
             waiting.append(entry)
         self._size += 1
+        self._counts[channel] += 1
         return Put.ADDED
 
     def take(self, channel: int, limit: int) -> list[E]:
@@ -87,6 +101,7 @@ class Buffer(Generic[E]):
                 queue[task] = entries[room:]
                 queue.move_to_end(task, last=False)
         self._size -= len(out)
+        self._counts[channel] -= len(out)
         return out
 
     def clear(self, channel: int) -> list[E]:
@@ -95,4 +110,5 @@ class Buffer(Generic[E]):
         out = [entry for entries in queue.values() for entry in entries]
         queue.clear()
         self._size -= len(out)
+        self._counts[channel] = 0
         return out

@@ -283,7 +283,12 @@ class Publisher(PoolOwner):
         if refuse is not None:
             self._dropped[refuse] += 1
             return
-        put = self._buffer.put(task.channel, task, entry)
+        # Coalesce only under pressure: when this channel's window cannot take the report now.
+        channel = task.channel
+        pressure = (
+            len(self._channels[channel].outstanding) + self._buffer.count(channel) >= self._window
+        )
+        put = self._buffer.put(channel, task, entry, pressure)
         if put is Put.ADDED:
             if not self._scheduled:
                 self._scheduled = True
@@ -433,7 +438,7 @@ class Publisher(PoolOwner):
             if latest is None or task.channel not in indexes:
                 continue
             entry = _Pending(task, latest.seq, latest.state, latest.body, latest.final, True)
-            if self._buffer.put(task.channel, task, entry) is Put.ADDED:
+            if self._buffer.put(task.channel, task, entry, coalesce=False) is Put.ADDED:
                 resend += 1
         self._resends_pending += resend
         if resend:

@@ -85,7 +85,7 @@ async def proxy(broker_url: str) -> AsyncIterator[Proxy]:
 def broker_connections(connection_name: str) -> list[dict[str, Any]]:
     """The broker's view of connections named ``connection_name`` (via rabbitmqctl).
 
-    The node is ``$STREAMER_TEST_NODE``, else the private node ``make test`` started for the
+    The node is ``$TEST_RABBITMQ_NODE``, else the private node ``make test`` started for the
     broker under test, else rabbitmqctl's default (the local broker).
     """
     cmd = [
@@ -98,7 +98,7 @@ def broker_connections(connection_name: str) -> list[dict[str, Any]]:
         "-q",
     ]
     url = os.environ.get("STREAMER_URL") or DEFAULT_URL
-    node = os.environ.get("STREAMER_TEST_NODE") or node_for_url(url)
+    node = os.environ.get("TEST_RABBITMQ_NODE") or node_for_url(url)
     if node:
         cmd[1:1] = ["-n", node]
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=60, check=True).stdout

@@ -87,3 +87,15 @@ def test_invariants(ops: list[tuple[int, int, bool, int]]) -> None:
     for e in taken:
         assert last.get(e.task, 0) < e.n
         last[e.task] = e.n
+
+
+def test_without_pressure_reports_queue_up() -> None:
+    buf: Buffer[E] = Buffer(2, 3)
+    assert buf.put(0, "a", E("a", 1), coalesce=False) is Put.ADDED
+    assert buf.put(0, "a", E("a", 2), coalesce=False) is Put.ADDED
+    assert buf.count(0) == 2 and buf.count(1) == 0
+    assert buf.put(0, "a", E("a", 3), coalesce=False) is Put.ADDED
+    # full: superseding is still better than refusing the newest state
+    assert buf.put(0, "a", E("a", 4), coalesce=False) is Put.COALESCED
+    assert buf.take(0, 10) == [E("a", 1), E("a", 2), E("a", 4)]
+    assert buf.count(0) == 0
