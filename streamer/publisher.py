@@ -27,7 +27,7 @@ import msgspec
 from .buffer import Buffer, Put
 from .frames import Framer, TaskFrames
 from .pool import Channel, ConnectionPool, PoolOwner
-from .report import STATES, TERMINAL_STATES, Report, encode, refuse, refuse_size
+from .report import STATES, TERMINAL_STATES, Report, encode, encode_raw, refuse, refuse_size
 from .routing import routing_key
 from .settings import Settings, mask_url, resolve_settings
 from .stats import DROP_REASONS, LatencyHistogram, Stats
@@ -38,7 +38,6 @@ __all__ = ["Publisher"]
 log = logging.getLogger(__name__)
 
 _replace: Final = msgspec.structs.replace
-_encode: Final = msgspec.json.Encoder().encode
 _time: Final = time.time
 
 
@@ -242,7 +241,7 @@ class Publisher(PoolOwner):
             task = self._new_task(report.task_id)
         seq = task.seq + 1
         try:
-            body = _encode(_replace(report, seq=seq, sent_at=_time()))
+            body = encode_raw(_replace(report, seq=seq, sent_at=_time()))
         except (TypeError, ValueError, OverflowError):
             encode(report)  # raises InvalidReport naming the problem
             raise

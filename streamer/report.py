@@ -98,6 +98,8 @@ def refuse_size(report: Report, size: int, limit: int) -> None:
 
 _encoder: Final = msgspec.json.Encoder()
 _decoder: Final = msgspec.json.Decoder(Report)
+# The encoder's bound method, for hot paths that word their own errors (see encode()).
+encode_raw: Final = _encoder.encode
 
 
 def encode(report: Report) -> bytes:
