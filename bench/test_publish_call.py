@@ -13,30 +13,14 @@ from collections.abc import Iterator
 
 import pytest
 import uvloop
+from call_latency import reports  # bench/ is on sys.path for its own tests
 from pytest_benchmark.fixture import BenchmarkFixture
 
-from streamer import Publisher, Report, encode, routing_key
+from streamer import Publisher, encode, routing_key
 from streamer.frames import Framer
 from streamer.settings import DEFAULT_URL
 
-PROGRESS = {
-    "step": "content",
-    "items_total": 400,
-    "items_done": 17,
-    "size_total": 123_456_789,
-    "size_done": 4_567_890,
-    "details": "x" * 350,
-}
-REPORTS = [
-    Report(
-        task_id=f"{t:08x}-bench",
-        state="running",
-        task_type="sync",
-        progress_report=PROGRESS,
-        tags=["pulp:repository:zoo"],
-    )
-    for t in range(1000)
-]
+REPORTS = reports()  # the same reports as call_latency.py measures
 
 
 @pytest.fixture
