@@ -244,3 +244,38 @@ def test_worker_survives_broker_restart() -> None:
     assert stats.reconnects >= 1
     assert stats.dropped_by_reason["disconnected"] > 0
     assert stats.confirmed > 0
+
+
+async def test_loop_woken_at_most_once_per_batch(broker_url: str, exchange: str) -> None:
+    """A burst from a thread wakes the loop thread once per batch it drains, not per report."""
+    pub = BackgroundPublisher(broker_url, exchange)
+    pub.publish(running("wake", 0))
+    assert await asyncio.to_thread(pub.flush, 10)
+    loop = pub._loop
+    assert loop is not None
+    wakes = 0
+
+    class CountingLoop:
+        def call_soon_threadsafe(self, *args: object) -> object:
+            nonlocal wakes
+            wakes += 1
+            return loop.call_soon_threadsafe(*args)  # type: ignore[arg-type]
+
+        def __getattr__(self, name: str) -> object:
+            return getattr(loop, name)
+
+    pub._loop = CountingLoop()  # type: ignore[assignment]
+    blocker = threading.Event()
+    loop.call_soon_threadsafe(blocker.wait, 5)  # hold the loop thread while the burst lands
+
+    def burst() -> None:
+        for n in range(1, 1001):
+            pub.publish(running("wake", n))
+        blocker.set()
+
+    await asyncio.to_thread(burst)
+    assert wakes == 1, f"{wakes} wake-ups for one batch of 1,000 reports"
+    pub._loop = loop
+    assert await asyncio.to_thread(pub.flush, 10)
+    assert pub.stats.confirmed + pub.stats.coalesced == 1001
+    await asyncio.to_thread(pub.close)
