@@ -1,0 +1,437 @@
+"""The live terminal view: every task on the exchange as a table that refreshes in place.
+
+Reports can arrive by the thousand per second, so receiving and drawing are decoupled: each
+delivery is only decoded and folded into a :class:`~streamer.board.Board` (cheap), and the
+table is rebuilt from the board at most every ``refresh`` seconds. :func:`render` is a pure
+function of the board, so tests check the picture without a broker or a terminal.
+
+Everything a task sends (ids, types, tags, worker names) is shown through ``rich.text.Text``,
+never as markup: a tag such as ``[bold]x[/bold]`` is printed as it is.
+
+Exit codes when following one task (``task_id=...``), returned once it reaches a terminal
+state: 0 ``finished``, 10 ``error``, 11 ``canceled``, 12 ``skipped``; 13 when ``stop`` was set
+before the task ended. They stay clear of the CLI's own 1 (failure) and 2 (usage or
+configuration error), so a script can tell "the task failed" from "watch could not run". Without ``task_id`` the view runs until ``stop`` is set (or it is
+cancelled) and returns 0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import heapq
+import time
+from collections import deque
+from collections.abc import AsyncIterable, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Final
+
+from rich.console import Console, Group, RenderableType
+from rich.live import Live
+from rich.table import Table
+from rich.text import Text
+
+from .board import Board, TaskState
+from .consumer import Delivery, Subscription
+from .report import decode
+from .routing import routing_key
+from .settings import Settings
+
+__all__ = ["EXIT_CODES", "EXIT_STOPPED", "Counters", "render", "watch"]
+
+EXIT_CODES: Final = {"finished": 0, "error": 10, "canceled": 11, "skipped": 12}
+EXIT_STOPPED: Final = 13  # stop was set while the followed task was still going
+
+STATE_STYLES: Final = {
+    "waiting": "dim",
+    "accepted": "cyan",
+    "running": "bold blue",
+    "suspended": "yellow",
+    "skipped": "dim",
+    "finished": "bold green",
+    "error": "bold red",
+    "canceled": "magenta",
+}
+_BAR_WIDTH: Final = 12
+_ID_WIDTH: Final = 12
+_TYPE_WIDTH: Final = 15
+_RATE_WINDOW: Final = 1.0  # seconds over which reports/s is measured
+_NO_VALUE: Final = "—"
+
+
+@dataclass
+class Counters:
+    """What the header shows besides the board: deliveries, malformed ones, reports/s.
+
+    ``rate`` is updated by :meth:`sample` (once per refresh, not per message).
+    """
+
+    received: int = 0
+    malformed: int = 0
+    rate: float = 0.0
+    _samples: deque[tuple[float, int]] = field(default_factory=deque, repr=False)
+
+    def sample(self, now: float) -> None:
+        """Recompute ``rate`` over roughly the last second of deliveries."""
+        samples = self._samples
+        samples.append((now, self.received))
+        while len(samples) > 2 and now - samples[0][0] > _RATE_WINDOW:
+            samples.popleft()
+        first_t, first_n = samples[0]
+        self.rate = (self.received - first_n) / (now - first_t) if now > first_t else 0.0
+
+
+# -- rendering ----------------------------------------------------------------------------
+
+
+def _duration(seconds: float | None) -> str:
+    """Compact h/m/s: an ETA or elapsed time must fit a narrow column."""
+    if seconds is None or seconds != seconds or seconds == float("inf"):
+        return _NO_VALUE
+    s = max(int(seconds + 0.5), 0)
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m{s % 60:02d}s"
+    if s < 100 * 3600:
+        return f"{s // 3600}h{s % 3600 // 60:02d}m"
+    return f"{s // 86400}d"
+
+
+def _shorten(value: str, width: int) -> str:
+    """Cut long values at the end: the start of an id identifies it."""
+    return value if len(value) <= width else value[: width - 1] + "…"
+
+
+def _short_type(task_type: str | None) -> str:
+    """The last dotted words that fit: ``a.b.repo.sync.sync`` shows as ``repo.sync.sync``."""
+    if not task_type:
+        return _NO_VALUE
+    words = task_type.split(".")
+    kept = words[-1]
+    for word in reversed(words[:-1]):
+        if len(word) + 1 + len(kept) > _TYPE_WIDTH:
+            break
+        kept = f"{word}.{kept}"
+    return _shorten(kept, _TYPE_WIDTH)
+
+
+def _timestamp(value: datetime | None) -> float | None:
+    if value is None:
+        return None
+    if value.tzinfo is None:  # RFC 3339 without offset: the publisher writes UTC
+        value = value.replace(tzinfo=UTC)
+    return value.timestamp()
+
+
+def _elapsed(task: TaskState, now: float) -> float:
+    """Since the task's own start time when it sent one, else since we first saw it."""
+    start = _timestamp(task.report.start_time)
+    end = (_timestamp(task.report.finish_time) or task.last_seen) if task.finished else now
+    return max(end - (start if start is not None else task.first_seen), 0.0)
+
+
+def _bar(task: TaskState) -> Text:
+    """A text bar (readable in logs and recorded output, unlike block glyph colours alone)."""
+    style = STATE_STYLES.get(task.state, "")
+    fraction = task.progress
+    if fraction is None:
+        return Text("·" * _BAR_WIDTH + "    ?", style="dim")
+    fraction = min(max(fraction, 0.0), 1.0)
+    filled = int(fraction * _BAR_WIDTH + 0.5)
+    bar = Text()
+    bar.append("█" * filled, style=style if task.finished else "blue")
+    bar.append("░" * (_BAR_WIDTH - filled), style="dim")
+    bar.append(f" {int(fraction * 100):3d}%")
+    return bar
+
+
+def _items(task: TaskState) -> str:
+    if task.done is None or task.total is None:
+        return _NO_VALUE
+    return f"{task.done:,}/{task.total:,}"
+
+
+def _rate(rate: float | None) -> str:
+    if not rate:
+        return _NO_VALUE
+    return f"{rate:,.1f}/s" if rate < 100 else f"{rate:,.0f}/s"
+
+
+def _header(board: Board, counters: Counters) -> Text:
+    by_state = board.by_state()
+    header = Text()
+    header.append(f"{len(board):,} task{'' if len(board) == 1 else 's'}", style="bold")
+    if by_state:
+        header.append(": ")
+        for n, (state, count) in enumerate(sorted(by_state.items())):
+            if n:
+                header.append(", ")
+            header.append(f"{count:,} {state}", style=STATE_STYLES.get(state, ""))
+    header.append(f"  │  {counters.rate:,.0f} reports/s, {counters.received:,} received")
+    header.append("  │  ")
+    header.append(
+        f"{counters.malformed:,} malformed", style="bold red" if counters.malformed else ""
+    )
+    header.append(f", {board.gaps:,} gaps", style="yellow" if board.gaps else "")
+    ignored = board.stale + board.duplicates
+    if ignored:
+        header.append(f", {ignored:,} stale/repeated")
+    return header
+
+
+def _rows(board: Board, max_rows: int) -> tuple[list[TaskState], int, int]:
+    """Active tasks (most recently updated first), then finished ones, capped.
+
+    Returns:
+        the rows, and how many active and finished tasks were left out.
+    """
+    active: list[TaskState] = []
+    finished: list[TaskState] = []
+    for task in board:
+        (finished if task.finished else active).append(task)
+    shown_active = heapq.nlargest(max_rows, active, key=lambda t: t.last_seen)
+    room = max(max_rows - len(shown_active), 0)
+    shown_finished = heapq.nlargest(room, finished, key=lambda t: t.last_seen)
+    return (
+        shown_active + shown_finished,
+        len(active) - len(shown_active),
+        len(finished) - len(shown_finished),
+    )
+
+
+def render(board: Board, *, counters: Counters, now: float, max_rows: int) -> RenderableType:
+    """The whole view (header line and task table) for the board as it is at ``now``.
+
+    Pure: no I/O and no clock, so tests render it to a recording console.
+    """
+    table = Table(box=None, padding=(0, 1, 0, 0), header_style="bold", collapse_padding=True)
+    table.add_column("task", no_wrap=True, min_width=_ID_WIDTH)
+    table.add_column("type", no_wrap=True, min_width=4, max_width=_TYPE_WIDTH)
+    table.add_column("state", no_wrap=True, min_width=9)
+    table.add_column("progress", no_wrap=True, min_width=_BAR_WIDTH + 5)
+    table.add_column("items", justify="right", no_wrap=True, min_width=9)
+    table.add_column("rate", justify="right", no_wrap=True, min_width=7)
+    table.add_column("eta", justify="right", no_wrap=True, min_width=6)
+    table.add_column("elapsed", justify="right", no_wrap=True, min_width=7)
+    # Wrapable as columns, so that they are the ones narrowed on a small terminal; their
+    # cells are single lines cut with an ellipsis.
+    table.add_column("worker", overflow="ellipsis", min_width=6, max_width=18)
+    table.add_column("tags", overflow="ellipsis", min_width=8)
+    rows, more_active, more_finished = _rows(board, max_rows)
+    for task in rows:
+        report = task.report
+        table.add_row(
+            Text(_shorten(task.task_id, _ID_WIDTH)),
+            Text(_short_type(report.task_type)),
+            Text(task.state, style=STATE_STYLES.get(task.state, "")),
+            _bar(task),
+            Text(_items(task)),
+            Text(_rate(task.rate)),
+            Text(_duration(task.eta)),
+            Text(_duration(_elapsed(task, now))),
+            Text(report.worker_name or _NO_VALUE, no_wrap=True, overflow="ellipsis"),
+            Text(", ".join(report.tags), no_wrap=True, overflow="ellipsis"),
+        )
+    parts: list[RenderableType] = [_header(board, counters), table]
+    if more_active or more_finished:
+        parts.append(
+            Text(f"… {more_active:,} more active, {more_finished:,} more finished", style="dim")
+        )
+    return Group(*parts)
+
+
+def _line(task: TaskState, now: float) -> Text:
+    """One plain line for logs: a followed task's state change."""
+    stamp = datetime.fromtimestamp(now, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    fraction = task.progress
+    parts = [
+        stamp,
+        task.task_id,
+        task.state,
+        f"{int(fraction * 100)}%" if fraction is not None else "",
+        _items(task) if task.done is not None else "",
+        f"worker={task.report.worker_name}" if task.report.worker_name else "",
+    ]
+    if task.report.error is not None:
+        parts.append(f"error={task.report.error.code}: {task.report.error.description}")
+    return Text(" ".join(p for p in parts if p))
+
+
+def _summary(board: Board, counters: Counters, now: float) -> Text:
+    """One plain line per refresh when not on a terminal and not following one task."""
+    stamp = datetime.fromtimestamp(now, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return Text(f"{stamp} ").append_text(_header(board, counters))
+
+
+# -- receiving ----------------------------------------------------------------------------
+
+
+class _Watcher:
+    """Folds bodies into the board; tells the view when the followed task has ended."""
+
+    def __init__(
+        self, task_id: str | None, on_change: Callable[[TaskState, float], None] | None = None
+    ) -> None:
+        self.task_id = task_id
+        self.board = Board()
+        self.counters = Counters()
+        self.ended = asyncio.Event()
+        self.on_change = on_change
+        self._last_state: str | None = None
+
+    def feed(self, body: bytes, now: float) -> None:
+        """Count, decode and apply one body; malformed ones are only counted."""
+        self.counters.received += 1
+        try:
+            report = decode(body)
+        except ValueError:  # msgspec's errors and UnicodeDecodeError in strings
+            self.counters.malformed += 1
+            return
+        self.board.apply(report, now)
+        if self.task_id is not None and report.task_id == self.task_id:
+            task = self.board.get(self.task_id)
+            if task is not None and task.state != self._last_state:
+                self._last_state = task.state
+                if self.on_change is not None:
+                    self.on_change(task, now)
+                if task.finished:
+                    self.ended.set()
+
+    async def consume(self, deliveries: AsyncIterable[Delivery]) -> None:
+        async for delivery in deliveries:
+            self.feed(delivery.body, time.time())
+
+
+class _OnChange:
+    """Prints a followed task's state changes as plain lines (non-terminal output)."""
+
+    def __init__(self, console: Console) -> None:
+        self.console = console
+
+    def __call__(self, task: TaskState, now: float) -> None:
+        self.console.print(_line(task, now), soft_wrap=True, highlight=False)
+
+
+# -- the view -----------------------------------------------------------------------------
+
+
+async def watch(
+    settings: Settings,
+    *,
+    task_id: str | None = None,
+    refresh: float = 0.25,
+    max_rows: int = 30,
+    console: Console | None = None,
+    stop: asyncio.Event | None = None,
+) -> int:
+    """Show the tasks on the exchange until ``stop`` (or until the followed task ends).
+
+    On a terminal the table refreshes in place (``rich.live.Live``) at most every
+    ``refresh`` seconds. Otherwise, so that logs stay readable, it prints one line per state
+    change of the followed task, or, without ``task_id``, one summary line per refresh in
+    which something arrived.
+
+    Only reports published after the subscription is bound are seen (reports are never
+    queued for late listeners): follow a task before it ends.
+
+    Returns:
+        the exit code: see :data:`EXIT_CODES` and :data:`EXIT_STOPPED`; 0 without
+        ``task_id``.
+
+    Raises:
+        InvalidReport: ``task_id`` cannot be a routing-key word.
+    """
+    console = console if console is not None else Console()
+    stop = stop if stop is not None else asyncio.Event()
+    refresh = max(refresh, 0.01)
+    prefix = settings.routing_prefix
+    binding = routing_key(task_id, prefix) if task_id is not None else f"{prefix}.#"
+    plain = not console.is_terminal
+    watcher = _Watcher(task_id, _OnChange(console) if plain and task_id is not None else None)
+
+    async with Subscription(settings, [binding]) as sub:
+        consuming = asyncio.ensure_future(watcher.consume(sub))
+        waiters: set[asyncio.Future[Any]] = {
+            consuming,
+            asyncio.ensure_future(stop.wait()),
+            asyncio.ensure_future(watcher.ended.wait()),
+        }
+        try:
+            if plain:
+                await _plain(watcher, console, waiters, refresh)
+            else:
+                await _live(watcher, console, waiters, refresh, max_rows)
+            if consuming.done():
+                consuming.result()  # the subscription failed: raise its error
+        finally:
+            for waiter in waiters:
+                waiter.cancel()
+            for waiter in waiters:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await waiter
+
+    if task_id is None:
+        return 0
+    task = watcher.board.get(task_id)
+    if task is None or not task.finished:
+        return EXIT_STOPPED
+    if plain:
+        c = watcher.counters
+        console.print(
+            Text(
+                f"{task_id} {task.state}: {c.received:,} received, {c.malformed:,} malformed, "
+                f"{task.gaps:,} gaps"
+            ),
+            soft_wrap=True,
+            highlight=False,
+        )
+    return EXIT_CODES.get(task.state, EXIT_CODES["error"])
+
+
+async def _tick(waiters: set[asyncio.Future[Any]], refresh: float) -> bool:
+    """Sleep one refresh interval; True when one of the waiters is done (time to stop)."""
+    done, _ = await asyncio.wait(waiters, timeout=refresh, return_when=asyncio.FIRST_COMPLETED)
+    return bool(done)
+
+
+async def _live(
+    watcher: _Watcher,
+    console: Console,
+    waiters: set[asyncio.Future[Any]],
+    refresh: float,
+    max_rows: int,
+) -> None:
+    """Redraw in place; refreshing is driven from here, never per message nor by a thread."""
+
+    def frame() -> RenderableType:
+        now = time.time()
+        watcher.counters.sample(now)
+        rows = min(max_rows, max(console.size.height - 6, 1))
+        return render(watcher.board, counters=watcher.counters, now=now, max_rows=rows)
+
+    with Live(frame(), console=console, auto_refresh=False, redirect_stderr=False) as live:
+        while True:
+            ended = await _tick(waiters, refresh)
+            live.update(frame(), refresh=True)
+            if ended:
+                return
+
+
+async def _plain(
+    watcher: _Watcher, console: Console, waiters: set[asyncio.Future[Any]], refresh: float
+) -> None:
+    """Lines for logs: state changes come from the watcher, summaries from here."""
+    printed = 0
+    while True:
+        ended = await _tick(waiters, refresh)
+        counters = watcher.counters
+        counters.sample(time.time())
+        if watcher.task_id is None and counters.received != printed:
+            printed = counters.received
+            console.print(
+                _summary(watcher.board, counters, time.time()), soft_wrap=True, highlight=False
+            )
+        if ended:
+            return
