@@ -11,8 +11,8 @@ never as markup: a tag such as ``[bold]x[/bold]`` is printed as it is.
 Exit codes when following one task (``task_id=...``), returned once it reaches a terminal
 state: 0 ``finished``, 10 ``error``, 11 ``canceled``, 12 ``skipped``; 13 when ``stop`` was set
 before the task ended. They stay clear of the CLI's own 1 (failure) and 2 (usage or
-configuration error), so a script can tell "the task failed" from "watch could not run". Without ``task_id`` the view runs until ``stop`` is set (or it is
-cancelled) and returns 0.
+configuration error), so a script can tell "the task failed" from "watch could not run".
+Without ``task_id`` the view runs until ``stop`` is set (or it is cancelled) and returns 0.
 """
 
 from __future__ import annotations
