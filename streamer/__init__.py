@@ -7,12 +7,17 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
+from .consumer import Consumer, Message, consume, subscribe
 from .embed import BackgroundPublisher
 from .errors import (
     AuthenticationError,
     BrokerError,
+    CallbackError,
     ConfigError,
+    Drop,
+    HaltConsumer,
     InvalidReport,
+    Nack,
     StreamerError,
 )
 from .publisher import Publisher
@@ -28,8 +33,14 @@ __all__ = [
     "AuthenticationError",
     "BackgroundPublisher",
     "BrokerError",
+    "CallbackError",
     "ConfigError",
+    "Consumer",
+    "Drop",
+    "HaltConsumer",
     "InvalidReport",
+    "Message",
+    "Nack",
     "Publisher",
     "Report",
     "Settings",
@@ -38,9 +49,11 @@ __all__ = [
     "TaskError",
     "TaskReporter",
     "__version__",
+    "consume",
     "decode",
     "encode",
     "load_settings",
     "mask_url",
     "routing_key",
+    "subscribe",
 ]

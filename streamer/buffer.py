@@ -72,8 +72,10 @@ class Buffer(Generic[E]):
         """
         queue = self._queues[channel]
         waiting = queue.get(task)
-        if waiting is not None and not waiting[-1].sticky and (
-            coalesce or self._size + self.reserved >= self.max_size
+        if (
+            waiting is not None
+            and not waiting[-1].sticky
+            and (coalesce or self._size + self.reserved >= self.max_size)
         ):
             waiting[-1] = entry
             return Put.COALESCED

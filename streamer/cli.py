@@ -492,3 +492,215 @@ def _summary(
         f"{stats.confirm_latency_p99 * 1e3:.1f} ms, max {stats.confirm_latency_max * 1e3:.1f} ms",
         f"  {verdict}",
     ]
+
+
+# Tables of a --config file that describe the consumer, not the settings (fedora-messaging's).
+_CONSUMER_TABLES = ("bindings", "queues", "qos")
+
+
+def _consumer_config(
+    config: str | None,
+) -> tuple[dict[str, Any], list[dict[str, Any]] | None, dict[str, Any] | None, int | None]:
+    """Split a --config TOML into plain settings and the consumer's own tables.
+
+    ``load_settings`` refuses unknown top-level names, so ``[[bindings]]``, ``[queues.*]``
+    and ``[qos]`` are taken out here; what remains is checked by ``load_settings`` as usual
+    (same precedence: file < environment < options).
+    """
+    if config is None:
+        return {}, None, None, None
+    import tomllib
+
+    try:
+        with open(config, "rb") as f:
+            data = tomllib.load(f)
+    except FileNotFoundError:
+        raise ConfigError(f"config file {config!r} does not exist") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {config!r} is not valid TOML: {exc}") from None
+    except OSError as exc:
+        raise ConfigError(f"config file {config!r} cannot be read: {exc}") from None
+    bindings = data.pop("bindings", None)
+    queues = data.pop("queues", None)
+    qos = data.pop("qos", {})
+    if bindings is not None and not isinstance(bindings, list):
+        raise ConfigError(f"config file {config!r}: bindings must be [[bindings]] tables")
+    if queues is not None and not isinstance(queues, dict):
+        raise ConfigError(f"config file {config!r}: queues must be [queues.<name>] tables")
+    if not isinstance(qos, dict) or set(qos) - {"prefetch_count"}:
+        raise ConfigError(f"config file {config!r}: [qos] takes prefetch_count only")
+    prefetch = qos.get("prefetch_count")
+    if prefetch is not None and (not isinstance(prefetch, int) or prefetch < 1):
+        raise ConfigError(f"config file {config!r}: prefetch_count must be a positive integer")
+    return data, bindings, queues, prefetch
+
+
+def _consumer_settings(
+    url: str | None, exchange: str | None, config: str | None, values: dict[str, Any]
+) -> Settings:
+    """load_settings on the settings part of ``config``, through a temporary TOML file.
+
+    A file keeps the precedence and the strict typing of a real config file; every settings
+    value is a string, number, boolean or list of strings, which JSON spells as TOML does.
+    """
+    if config is None:
+        return _settings(url, exchange, None)
+    import os
+    import tempfile
+
+    fd, path = tempfile.mkstemp(prefix="streamer-consume-", suffix=".toml")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.writelines(f"{name} = {json.dumps(value)}\n" for name, value in values.items())
+        try:
+            return load_settings(path, url=url, exchange=exchange)
+        except ConfigError as exc:
+            raise ConfigError(str(exc).replace(path, config)) from None
+    finally:
+        os.unlink(path)
+
+
+@main.command()
+@common_options
+@click.option(
+    "--callback",
+    "callback_path",
+    required=True,
+    metavar="MODULE:OBJECT",
+    help="Function or class to call with each report (a class is instantiated once).",
+)
+@click.option(
+    "-s",
+    "--routing-key",
+    "routing_keys",
+    multiple=True,
+    help="Bind this key on the exchange, instead of the config's bindings; repeatable.",
+)
+@click.option(
+    "--prefetch",
+    type=click.IntRange(min=1),
+    help="Unacknowledged messages in flight (default: [qos] prefetch_count, else 100).",
+)
+@click.option(
+    "--halt-on-error", is_flag=True, help="Stop (exit 1) when the callback raises an error."
+)
+@_config_errors
+def consume(
+    url: str | None,
+    exchange: str | None,
+    config: str | None,
+    verbose: int,
+    callback_path: str,
+    routing_keys: tuple[str, ...],
+    prefetch: int | None,
+    halt_on_error: bool,
+) -> None:
+    """Call a Python function or class for every report (like fedora-messaging consume).
+
+    The callback raises streamer.Nack to requeue a message, streamer.Drop to reject it and
+    streamer.HaltConsumer(exit_code) to stop with that exit code. Reconnects by itself after
+    a broker restart; SIGINT/SIGTERM stop it cleanly (exit 0). --config may also hold
+    [[bindings]], [queues.<name>] and [qos] tables (see docs/consumers.md).
+
+    \b
+    Example:
+      streamer consume --callback mypackage.handlers:on_report -s 'tasks.*'
+    """
+    from .consumer import Consumer, import_callback
+
+    values, bindings, queues, qos_prefetch = _consumer_config(config)
+    settings = _consumer_settings(url, exchange, config, values)
+    if routing_keys:
+        bindings = [{"exchange": settings.exchange, "routing_keys": list(routing_keys)}]
+        queues = None
+    consumer = Consumer(
+        import_callback(callback_path),
+        bindings=bindings,
+        queues=queues,
+        settings=settings,
+        prefetch=prefetch or qos_prefetch or 100,
+        halt_on_error=halt_on_error,
+    )
+    _run(verbose, _consume(consumer))
+
+
+async def _consume(consumer: Any) -> int:
+    """Run the consumer; SIGINT and SIGTERM stop it cleanly (exit 0, unacked go back)."""
+    import signal
+
+    from .errors import CallbackError
+
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, consumer.stop)
+    click.echo(
+        f"consuming from {mask_url(consumer.settings.urls[0])}, "
+        f"exchange {consumer.settings.exchange!r}",
+        err=True,
+    )
+    try:
+        return int(await consumer.run())
+    except CallbackError as exc:
+        click.echo(f"streamer: {exc}", err=True)
+        return 1
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+
+
+@main.command()
+@common_options
+@click.option(
+    "--task",
+    "task_id",
+    metavar="ID",
+    help="Follow this task only (binds tasks.<ID>) and exit when it ends: "
+    "0 finished, 10 error, 11 canceled, 12 skipped.",
+)
+@click.option(
+    "--refresh",
+    type=click.FloatRange(min=0.05),
+    default=0.25,
+    show_default=True,
+    help="Seconds between redraws (and between summary lines when not on a terminal).",
+)
+@click.option(
+    "--max-tasks",
+    type=click.IntRange(min=1),
+    default=30,
+    show_default=True,
+    help="Table rows shown at most (active tasks first, then recently finished).",
+)
+@_config_errors
+def watch(
+    url: str | None,
+    exchange: str | None,
+    config: str | None,
+    verbose: int,
+    task_id: str | None,
+    refresh: float,
+    max_tasks: int,
+) -> None:
+    """Show the tasks on the exchange live: state, progress, rate, ETA.
+
+    On a terminal a table refreshes in place; otherwise (a pipe, a log) one line is printed
+    per state change of the --task, or a summary line per refresh. With --task the exit code
+    is the task's outcome: 0 finished, 10 error, 11 canceled, 12 skipped (130 on Ctrl-C).
+    Only reports published after it starts are seen.
+
+    \b
+    Example:
+      streamer watch
+      streamer watch --task 8f3c && echo synced
+    """
+    from .errors import InvalidReport
+    from .routing import routing_key
+    from .watch import watch as watch_tasks  # rich costs the other commands' start-up time
+
+    settings = _settings(url, exchange, config)
+    if task_id is not None:
+        try:
+            routing_key(task_id, settings.routing_prefix)
+        except InvalidReport as exc:
+            raise _UsageError(f"--task: {exc}", click.get_current_context()) from None
+    _run(verbose, watch_tasks(settings, task_id=task_id, refresh=refresh, max_rows=max_tasks))

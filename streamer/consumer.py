@@ -1,24 +1,66 @@
 """Receiving side: subscribe to task reports with AMQP topic bindings.
 
-Consumers are not on the hot path, so they use aiormq as it is. A subscription owns an
-exclusive, auto-deleted queue with a length cap: a slow listener never makes the broker hoard
-messages for it (the oldest are dropped by the broker instead), and nothing is left behind
-when it goes away.
+Consumers are not on the hot path, so they use aiormq as it is. Two levels:
+
+- :class:`Subscription`: raw deliveries from an exclusive, auto-deleted, length-capped queue
+  (a slow listener never makes the broker hoard messages for it: the oldest are dropped by
+  the broker instead), for ``streamer listen``.
+- :func:`consume` / :class:`Consumer` / :func:`subscribe`: fedora-messaging's consumer API
+  (a callback per decoded report, ``Nack``/``Drop``/``HaltConsumer``), which reconnects and
+  resumes by itself after a broker restart. See docs/consumers.md.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Sequence
-from typing import Any
+import contextlib
+import enum
+import functools
+import importlib
+import inspect
+import logging
+import random
+import ssl
+import time
+from asyncio import FIRST_COMPLETED
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Final, NamedTuple, cast
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import aiormq
 import aiormq.abc
+import aiormq.exceptions
 import msgspec
 
-from .settings import Settings
+from .errors import (
+    AuthenticationError,
+    BrokerError,
+    CallbackError,
+    ConfigError,
+    Drop,
+    HaltConsumer,
+    Nack,
+)
+from .report import Report, decode
+from .settings import Settings, load_settings, mask_url
 
-__all__ = ["Delivery", "Subscription"]
+__all__ = [
+    "COUNTERS",
+    "MALFORMED",
+    "Consumer",
+    "Delivery",
+    "Message",
+    "Subscription",
+    "classify",
+    "consume",
+    "dispatch",
+    "import_callback",
+    "resolve_callback",
+    "subscribe",
+]
+
+log = logging.getLogger(__name__)
 
 
 class Delivery(msgspec.Struct, frozen=True, kw_only=True):
@@ -108,3 +150,662 @@ class Subscription:
                 exchange=message.exchange or "",
             )
             await self._channel.basic_ack(message.delivery_tag or 0)
+
+
+# --------------------------------------------------------------------------------------------
+# consume(): fedora-messaging's consumer semantics on aiormq
+# --------------------------------------------------------------------------------------------
+
+#: Kinds of malformed message, each a key of :attr:`Consumer.counters`.
+MALFORMED: Final = ("too_large", "content_type", "not_utf8", "not_json", "not_a_report")
+#: What happened to messages that reached the callback, and to the connection.
+OUTCOMES: Final = ("delivered", "acked", "nacked", "dropped", "failed", "reconnects")
+#: Every name :attr:`Consumer.counters` has (a closed set: all present from the start).
+COUNTERS: Final = OUTCOMES + MALFORMED
+
+_QUEUE_KEYS: Final = frozenset({"durable", "auto_delete", "exclusive", "arguments"})
+_BINDING_KEYS: Final = frozenset({"exchange", "queue", "routing_keys"})
+_MALFORMED_LOG_INTERVAL: Final = 60.0
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """One decoded report as a callback receives it, with where and how it arrived.
+
+    Attributes:
+        report: the decoded, validated Task Report.
+        routing_key: e.g. ``tasks.8f3c``.
+        exchange: the exchange it was published to.
+        queue: the queue it was consumed from (the broker-made name for an anonymous one).
+        body: the raw body, as received.
+        properties: the AMQP basic properties (pamqp ``BasicProperties``).
+        delivery_tag: the channel's tag for this delivery.
+        redelivered: the broker delivered it before (e.g. after a ``Nack``).
+        consumer_tag: the consumer it was delivered to.
+    """
+
+    report: Report
+    routing_key: str
+    exchange: str
+    queue: str
+    body: bytes
+    properties: Any
+    delivery_tag: int = 0
+    redelivered: bool = False
+    consumer_tag: str = ""
+
+    @property
+    def topic(self) -> str:
+        """The routing key, under fedora-messaging's name for it."""
+        return self.routing_key
+
+    @property
+    def headers(self) -> dict[str, Any]:
+        """The AMQP header table (empty unless the publisher's ``headers`` setting is on)."""
+        return dict(getattr(self.properties, "headers", None) or {})
+
+
+def classify(body: bytes, content_type: str | None, max_body: int) -> Report | str:
+    """Decode a body into a :class:`Report`, or name why it is malformed (a ``MALFORMED`` kind).
+
+    A missing content type is accepted (any AMQP client may publish a report); an explicit
+    one must be ``application/json``. The UTF-8 check only runs on bodies that failed to
+    decode, so well-formed reports pay for one JSON decode only.
+    """
+    if len(body) > max_body:
+        return "too_large"
+    if content_type and content_type.split(";")[0].strip().lower() != "application/json":
+        return "content_type"
+    try:
+        return decode(body)
+    except msgspec.ValidationError:
+        return "not_a_report"
+    except UnicodeDecodeError:  # msgspec checks strings' UTF-8 and raises this one
+        return "not_utf8"
+    except (msgspec.DecodeError, ValueError):
+        try:
+            body.decode("utf-8")
+        except UnicodeDecodeError:
+            return "not_utf8"
+        return "not_json"
+
+
+class Verdict(enum.Enum):
+    """What to do with a message once the callback is done with it."""
+
+    ACK = "acked"
+    NACK = "nacked"
+    DROP = "dropped"
+    FAIL = "failed"
+
+
+Callback = Callable[[Message], Any]
+
+
+def resolve_callback(callback: Any) -> Callback:
+    """A class is instantiated once (one-time set-up, state across calls); a callable is kept.
+
+    Raises:
+        ConfigError: the object is not callable, or the class cannot be instantiated.
+    """
+    if isinstance(callback, type):
+        try:
+            callback = callback()
+        except Exception as exc:
+            raise ConfigError(f"callback class {callback.__name__} failed to start: {exc}") from exc
+    if not callable(callback):
+        raise ConfigError(f"callback {callback!r} is not callable")
+    return cast(Callback, callback)
+
+
+def import_callback(path: str) -> Any:
+    """Import ``package.module:object`` (the object may be dotted: ``module:Class.method``).
+
+    Raises:
+        ConfigError: the path is malformed, the module cannot be imported or lacks the object.
+    """
+    module_name, sep, attr = path.partition(":")
+    if not sep or not module_name or not attr:
+        raise ConfigError(f"callback {path!r} must look like package.module:object")
+    try:
+        obj: Any = importlib.import_module(module_name)
+    except Exception as exc:  # a broken module raises anything at import time
+        raise ConfigError(f"cannot import callback module {module_name!r}: {exc}") from exc
+    for part in attr.split("."):
+        try:
+            obj = getattr(obj, part)
+        except AttributeError:
+            raise ConfigError(f"module {module_name!r} has no attribute {attr!r}") from None
+    if not callable(obj):
+        raise ConfigError(f"callback {path!r} is not callable")
+    return obj
+
+
+def _is_async(callback: Callback) -> bool:
+    return inspect.iscoroutinefunction(callback) or inspect.iscoroutinefunction(
+        getattr(callback, "__call__", None)  # noqa: B004 - instances with an async __call__
+    )
+
+
+class Outcome(NamedTuple):
+    """How a callback ended: the verdict, plus the halt or the failure, if any."""
+
+    verdict: Verdict
+    halt: HaltConsumer | None = None
+    error: Exception | None = None
+
+
+async def dispatch(callback: Callback, message: Message) -> Outcome:
+    """Run the callback on one message and turn how it ended into a verdict.
+
+    Sync callbacks run in a worker thread so that heartbeats keep flowing while they work;
+    async ones are awaited. ``HaltConsumer`` is returned (with ACK, or NACK when it asks for
+    a requeue) rather than raised, so the message is settled before the consumer stops.
+    """
+    try:
+        if _is_async(callback):
+            await callback(message)
+        else:
+            result = await asyncio.to_thread(callback, message)
+            if inspect.isawaitable(result):  # e.g. a functools.partial of a coroutine function
+                await result
+    except Nack:
+        return Outcome(Verdict.NACK)
+    except Drop:
+        return Outcome(Verdict.DROP)
+    except HaltConsumer as halt:
+        return Outcome(Verdict.NACK if halt.requeue else Verdict.ACK, halt)
+    except Exception as exc:
+        log.exception(
+            "callback failed on %s (seq %d); message rejected, not requeued",
+            message.routing_key,
+            message.report.seq,
+        )
+        return Outcome(Verdict.FAIL, error=exc)
+    return Outcome(Verdict.ACK)
+
+
+@dataclass(frozen=True, slots=True)
+class _Queue:
+    name: str  # "" asks the broker for a name
+    durable: bool
+    auto_delete: bool
+    exclusive: bool
+    arguments: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class _Binding:
+    exchange: str
+    queue: str
+    routing_keys: tuple[str, ...]
+
+
+def default_queue_arguments(max_length: int = 10_000) -> dict[str, Any]:
+    """A capped queue whose oldest messages the broker drops: a slow consumer never hoards."""
+    return {"x-max-length": max_length, "x-overflow": "drop-head"}
+
+
+def plan(
+    settings: Settings,
+    bindings: Mapping[str, Any] | Sequence[Mapping[str, Any]] | None,
+    queues: Mapping[str, Mapping[str, Any]] | None,
+) -> tuple[list[_Queue], list[_Binding]]:
+    """Check fedora-messaging style ``bindings`` and ``queues`` and fill in the defaults.
+
+    A binding without ``queue`` (or with ``""``) goes to an anonymous, exclusive,
+    auto-deleted, length-capped queue; so does the default binding (``<prefix>.#`` on the
+    settings' exchange). A named queue must be described in ``queues``.
+
+    Raises:
+        ConfigError: an unknown key, a wrong type or a binding to an undeclared queue.
+    """
+    declared: dict[str, _Queue] = {}
+    for name, spec in (queues or {}).items():
+        if not isinstance(spec, Mapping):
+            raise ConfigError(f"queue {name!r}: expected a table of options, got {spec!r}")
+        unknown = sorted(set(spec) - _QUEUE_KEYS)
+        if unknown:
+            raise ConfigError(
+                f"queue {name!r}: unknown option {', '.join(unknown)}; "
+                f"valid: {', '.join(sorted(_QUEUE_KEYS))}"
+            )
+        arguments = spec.get("arguments", {})
+        if not isinstance(arguments, Mapping):
+            raise ConfigError(f"queue {name!r}: arguments must be a table, got {arguments!r}")
+        flags = {}
+        for flag, default in (("durable", True), ("auto_delete", False), ("exclusive", False)):
+            value = spec.get(flag, default)
+            if not isinstance(value, bool):
+                raise ConfigError(f"queue {name!r}: {flag} must be true or false, got {value!r}")
+            flags[flag] = value
+        declared[name] = _Queue(name=name, arguments=dict(arguments), **flags)
+
+    if bindings is None:
+        raw: list[Mapping[str, Any]] = (
+            [] if queues else [{"routing_keys": [f"{settings.routing_prefix}.#"]}]
+        )
+    elif isinstance(bindings, Mapping):
+        raw = [bindings]
+    else:
+        raw = list(bindings)
+    planned = []
+    for binding in raw:
+        if not isinstance(binding, Mapping):
+            raise ConfigError(f"binding {binding!r}: expected a table")
+        unknown = sorted(set(binding) - _BINDING_KEYS)
+        if unknown:
+            raise ConfigError(
+                f"binding {dict(binding)!r}: unknown key {', '.join(unknown)}; "
+                f"valid: {', '.join(sorted(_BINDING_KEYS))}"
+            )
+        keys = binding.get("routing_keys", [f"{settings.routing_prefix}.#"])
+        keys = [keys] if isinstance(keys, str) else keys
+        if not isinstance(keys, Sequence) or not all(isinstance(k, str) for k in keys):
+            raise ConfigError(f"binding {dict(binding)!r}: routing_keys must be a list of strings")
+        exchange = binding.get("exchange", settings.exchange)
+        queue = binding.get("queue", "") or ""
+        if not isinstance(exchange, str) or not exchange or not isinstance(queue, str):
+            raise ConfigError(f"binding {dict(binding)!r}: exchange and queue must be strings")
+        if queue not in declared:
+            if queue:
+                raise ConfigError(
+                    f"binding to queue {queue!r}, which is not in queues; describe it there "
+                    "(durable, auto_delete, exclusive, arguments) or leave queue out for an "
+                    "anonymous one"
+                )
+            declared[""] = _Queue("", False, True, True, default_queue_arguments())
+        planned.append(_Binding(exchange, queue, tuple(keys)))
+    if not declared:
+        raise ConfigError("nothing to consume: give bindings or queues")
+    return list(declared.values()), planned
+
+
+def _with_heartbeat(url: str, heartbeat: int) -> str:
+    """aiormq reads the heartbeat from the URL; the settings' value wins unless one is there."""
+    parts = urlsplit(url)
+    query = dict(parse_qsl(parts.query))
+    query.setdefault("heartbeat", str(heartbeat))
+    return urlunsplit(parts._replace(query=urlencode(query)))
+
+
+class _Inbox(NamedTuple):
+    channel: aiormq.abc.AbstractChannel
+    queue: str
+    message: aiormq.abc.DeliveredMessage
+
+
+class Consumer:
+    """Consume reports with a callback, the fedora-messaging way, and survive broker restarts.
+
+    ``await Consumer(callback).run()`` connects, declares the queues and bindings, and feeds
+    each well-formed report to the callback, one at a time. It returns the exit code of a
+    ``HaltConsumer`` (or 0 after :meth:`stop`). A lost connection is re-made with jittered
+    exponential backoff (``reconnect_min`` .. ``reconnect_max``), the queues and bindings are
+    declared again and consuming resumes; nothing needs restarting by hand.
+
+    Attributes:
+        counters: how many messages met each fate (names: :data:`COUNTERS`).
+    """
+
+    def __init__(
+        self,
+        callback: Any,
+        *,
+        bindings: Mapping[str, Any] | Sequence[Mapping[str, Any]] | None = None,
+        queues: Mapping[str, Mapping[str, Any]] | None = None,
+        settings: Settings | None = None,
+        prefetch: int = 100,
+        halt_on_error: bool = False,
+    ) -> None:
+        self.settings = settings if settings is not None else load_settings()
+        if prefetch < 1:
+            raise ConfigError(f"prefetch must be at least 1, got {prefetch}")
+        self._queues, self._bindings = plan(self.settings, bindings, queues)
+        self.callback = resolve_callback(callback)
+        self.prefetch = prefetch
+        self.halt_on_error = halt_on_error
+        self.counters: dict[str, int] = dict.fromkeys(COUNTERS, 0)
+        self._inbox: asyncio.Queue[_Inbox] = asyncio.Queue()
+        self._stopped = asyncio.Event()
+        self._consuming = asyncio.Event()
+        self._exit_code = 0
+        self._error: BaseException | None = None
+        self._malformed_logged: dict[str, float] = {}
+        self._malformed_unlogged: dict[str, int] = dict.fromkeys(MALFORMED, 0)
+
+    @property
+    def consuming(self) -> asyncio.Event:
+        """Set while the queues are bound and consumed (cleared while reconnecting)."""
+        return self._consuming
+
+    def stop(self, exit_code: int = 0) -> None:
+        """Stop consuming: :meth:`run` returns ``exit_code``; unacked messages go back."""
+        if not self._stopped.is_set():
+            self._exit_code = exit_code
+            self._stopped.set()
+
+    async def run(self) -> int:
+        """Consume until halted or stopped; returns the exit code.
+
+        Raises:
+            AuthenticationError: the broker refused the credentials on the first attempt.
+            BrokerError: the broker refused a queue or binding (e.g. inconsistent arguments).
+            Exception: the callback's own, with ``halt_on_error``.
+        """
+        worker = asyncio.ensure_future(self._work())
+        try:
+            await self._connect_loop()
+        finally:
+            worker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await worker
+            self._consuming.clear()
+        if self._error is not None:
+            raise self._error
+        return self._exit_code
+
+    async def _connect_loop(self) -> None:
+        settings = self.settings
+        delay = settings.reconnect_min
+        attempt = 0
+        connected_once = False
+        while not self._stopped.is_set():
+            url = settings.urls[attempt % len(settings.urls)]
+            attempt += 1
+            conn: aiormq.abc.AbstractConnection | None = None
+            try:
+                async with asyncio.timeout(settings.connect_timeout):
+                    conn = await aiormq.connect(
+                        _with_heartbeat(url, settings.heartbeat),
+                        client_properties={"connection_name": f"{settings.client_name} consumer"},
+                        **self._tls(url),
+                    )
+                    channel, cancelled = await self._setup(conn)
+                if connected_once:
+                    self.counters["reconnects"] += 1
+                    log.warning("consumer resumed on %s", mask_url(url))
+                else:
+                    log.info("consuming on %s", mask_url(url))
+                connected_once = True
+                delay = settings.reconnect_min
+                # Any of these ends consuming: the connection, the channel, or a consumer the
+                # broker cancelled (queue deleted). Waiting on the connection alone is how
+                # consumers get stuck for ever with a live connection and nothing to read.
+                watched = {
+                    asyncio.ensure_future(self._stopped.wait()),
+                    conn.closing,  # an observer: cancelling it leaves the connection alone
+                    channel.closing,
+                }
+                try:
+                    await asyncio.wait({*watched, cancelled}, return_when=FIRST_COMPLETED)
+                finally:
+                    for future in watched:
+                        future.cancel()
+                if not self._stopped.is_set():
+                    log.warning(
+                        "consumer lost %s on %s: %s; reconnecting",
+                        "its consumer" if cancelled.done() else "its connection",
+                        mask_url(url),
+                        "cancelled by the broker" if cancelled.done() else _why(conn, channel),
+                    )
+            except aiormq.exceptions.ChannelClosed as exc:
+                code = _reply_code(exc)
+                if code in (403, 404, 406):  # refused, missing, inconsistent: retrying won't help
+                    raise BrokerError(f"broker refused the consumer's set-up: {exc}", code) from exc
+                log.warning("consumer channel closed on %s: %s", mask_url(url), exc)
+            except (
+                aiormq.exceptions.AuthenticationError,
+                aiormq.exceptions.ProbableAuthenticationError,
+            ) as exc:
+                if not connected_once:
+                    raise AuthenticationError(
+                        f"broker at {mask_url(url)} refused the credentials: {exc}", 403
+                    ) from exc
+                log.warning("consumer cannot log in to %s: %s", mask_url(url), exc)
+            except (
+                OSError,
+                EOFError,
+                TimeoutError,
+                aiormq.exceptions.AMQPError,
+                aiormq.exceptions.ChannelInvalidStateError,  # lost while setting up
+            ) as exc:
+                log.warning(
+                    "consumer cannot connect to %s: %s", mask_url(url), exc or type(exc).__name__
+                )
+            finally:
+                self._consuming.clear()
+                if conn is not None and not conn.is_closed:
+                    with contextlib.suppress(Exception):
+                        await asyncio.wait_for(conn.close(), timeout=settings.close_timeout)
+            if self._stopped.is_set():
+                return
+            sleep = random.uniform(delay / 2, delay)
+            delay = min(delay * 2, settings.reconnect_max)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(sleep):
+                    await self._stopped.wait()
+
+    def _tls(self, url: str) -> dict[str, Any]:
+        if url.startswith("amqps:") and self.settings.ca_file:
+            return {"context": ssl.create_default_context(cafile=self.settings.ca_file)}
+        return {}
+
+    async def _setup(
+        self, conn: aiormq.abc.AbstractConnection
+    ) -> tuple[aiormq.abc.AbstractChannel, asyncio.Future[None]]:
+        """Declare exchanges, queues and bindings, then start consuming (again).
+
+        Returns the channel and a future that is done once the broker cancels a consumer.
+        """
+        channel = await conn.channel()
+        cancelled: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+        def on_cancel(frame: Any) -> None:
+            if not cancelled.done():
+                cancelled.set_result(None)
+
+        channel.on_consumer_cancel_callbacks.add(on_cancel)
+        await channel.basic_qos(prefetch_count=self.prefetch)
+        names: dict[str, str] = {}
+        for queue in self._queues:
+            ok = await channel.queue_declare(
+                queue.name,
+                durable=queue.durable,
+                auto_delete=queue.auto_delete,
+                exclusive=queue.exclusive,
+                arguments=queue.arguments,
+            )
+            names[queue.name] = ok.queue or queue.name
+        declared: set[str] = set()
+        for binding in self._bindings:
+            if binding.exchange not in declared and not binding.exchange.startswith("amq."):
+                await channel.exchange_declare(
+                    binding.exchange, exchange_type="topic", durable=True
+                )
+                declared.add(binding.exchange)
+            for key in binding.routing_keys:
+                await channel.queue_bind(names[binding.queue], binding.exchange, routing_key=key)
+        for name in names.values():
+            await channel.basic_consume(name, functools.partial(self._deliver, channel, name))
+        self._consuming.set()
+        return channel, cancelled
+
+    async def _deliver(
+        self,
+        channel: aiormq.abc.AbstractChannel,
+        queue: str,
+        message: aiormq.abc.DeliveredMessage,
+    ) -> None:
+        self._inbox.put_nowait(_Inbox(channel, queue, message))
+
+    async def _work(self) -> None:
+        """Handle messages one at a time, in order, across reconnects."""
+        try:
+            while True:
+                item = await self._inbox.get()
+                if item.channel.is_closed:
+                    continue  # from a lost connection: the broker has requeued it already
+                outcome = await self._handle(item)
+                await self._settle(item, outcome.verdict)
+                if outcome.halt is not None:
+                    halt = outcome.halt
+                    log.info("consumer halted (exit code %d): %s", halt.exit_code, halt.reason)
+                    self.stop(halt.exit_code)
+                    return
+                if outcome.error is not None and self.halt_on_error:
+                    self._error = CallbackError(
+                        f"callback failed on {item.message.routing_key}: {outcome.error!r}"
+                    )
+                    self._error.__cause__ = outcome.error
+                    self.stop(1)
+                    return
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # a bug of ours: stop rather than hang with no worker
+            log.exception("consumer worker crashed")
+            self._error = exc
+            self.stop(1)
+
+    async def _handle(self, item: _Inbox) -> Outcome:
+        raw = item.message
+        props = raw.header.properties
+        found = classify(raw.body, props.content_type, self.settings.max_body)
+        if isinstance(found, str):
+            self._malformed(found, raw)
+            return Outcome(Verdict.DROP)
+        delivery = raw.delivery
+        message = Message(
+            report=found,
+            routing_key=raw.routing_key or "",
+            exchange=raw.exchange or "",
+            queue=item.queue,
+            body=raw.body,
+            properties=props,
+            delivery_tag=raw.delivery_tag or 0,
+            redelivered=bool(raw.redelivered),
+            consumer_tag=getattr(delivery, "consumer_tag", "") or "",
+        )
+        self.counters["delivered"] += 1
+        outcome = await dispatch(self.callback, message)
+        self.counters[outcome.verdict.value] += 1
+        return outcome
+
+    def _malformed(self, kind: str, raw: aiormq.abc.DeliveredMessage) -> None:
+        """Count it; log the first of each kind, then at most once a minute per kind."""
+        self.counters[kind] += 1
+        now = time.monotonic()
+        last = self._malformed_logged.get(kind)
+        if last is not None and now - last < _MALFORMED_LOG_INTERVAL:
+            self._malformed_unlogged[kind] += 1
+            return
+        self._malformed_logged[kind] = now
+        suppressed, self._malformed_unlogged[kind] = self._malformed_unlogged[kind], 0
+        log.warning(
+            "rejected a malformed message (%s) from exchange %r, routing key %r, app_id %r, "
+            "%d bytes%s",
+            kind,
+            raw.exchange,
+            raw.routing_key,
+            raw.header.properties.app_id,
+            len(raw.body),
+            f"; {suppressed} more of this kind since the last warning" if suppressed else "",
+        )
+
+    async def _settle(self, item: _Inbox, verdict: Verdict) -> None:
+        tag = item.message.delivery_tag or 0
+        try:
+            if verdict is Verdict.ACK:
+                await item.channel.basic_ack(tag)
+            elif verdict is Verdict.NACK:
+                await item.channel.basic_nack(tag, requeue=True)
+            else:
+                await item.channel.basic_reject(tag, requeue=False)
+        except (aiormq.exceptions.AMQPError, ConnectionError, RuntimeError) as exc:
+            # The channel went away while the callback ran: the broker redelivers it.
+            log.info("could not settle delivery %d (%s): %s", tag, verdict.value, exc)
+
+
+def _reply_code(exc: BaseException) -> int:
+    for arg in exc.args:
+        code = getattr(arg, "reply_code", None)
+        if isinstance(code, int):
+            return code
+    return 0
+
+
+def _why(conn: aiormq.abc.AbstractConnection, channel: aiormq.abc.AbstractChannel) -> str:
+    for closing in (conn.closing, channel.closing):
+        if closing.done() and not closing.cancelled():
+            exc = closing.exception()
+            if exc is not None:
+                return str(exc) or type(exc).__name__
+    return "closed"
+
+
+async def consume(
+    callback: Any,
+    *,
+    bindings: Mapping[str, Any] | Sequence[Mapping[str, Any]] | None = None,
+    queues: Mapping[str, Mapping[str, Any]] | None = None,
+    settings: Settings | None = None,
+    prefetch: int = 100,
+    halt_on_error: bool = False,
+) -> int:
+    """Feed every report on the bound queues to ``callback`` until it halts; return its code.
+
+    The callback takes one :class:`Message`. Returning acks it; raising :class:`Nack`
+    requeues it, :class:`Drop` rejects it, :class:`HaltConsumer` acks it and stops; any other
+    exception is logged with its traceback and the message rejected (never requeued: a poison
+    message must not loop), then consuming goes on unless ``halt_on_error``. See
+    :class:`Consumer` for reconnects and counters.
+    """
+    consumer = Consumer(
+        callback,
+        bindings=bindings,
+        queues=queues,
+        settings=settings,
+        prefetch=prefetch,
+        halt_on_error=halt_on_error,
+    )
+    return await consumer.run()
+
+
+async def subscribe(
+    *,
+    bindings: Mapping[str, Any] | Sequence[Mapping[str, Any]] | None = None,
+    queues: Mapping[str, Mapping[str, Any]] | None = None,
+    settings: Settings | None = None,
+    prefetch: int = 100,
+) -> AsyncIterator[Message]:
+    """Yield each report as a :class:`Message`; it is acked when the loop asks for the next.
+
+    Reconnects like :func:`consume`. Leaving the loop stops consuming; the message in hand
+    when the loop body raises or breaks is returned to the queue, unacked.
+    """
+    handoff: asyncio.Queue[tuple[Message, asyncio.Future[None]]] = asyncio.Queue(maxsize=1)
+
+    async def callback(message: Message) -> None:
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        await handoff.put((message, done))
+        await done
+
+    consumer = Consumer(
+        callback, bindings=bindings, queues=queues, settings=settings, prefetch=prefetch
+    )
+    running = asyncio.ensure_future(consumer.run())
+    try:
+        while True:
+            getting = asyncio.ensure_future(handoff.get())
+            await asyncio.wait({getting, running}, return_when=FIRST_COMPLETED)
+            if not getting.done():
+                getting.cancel()
+                await running  # raises what stopped the consumer
+                return
+            message, done = getting.result()
+            yield message
+            done.set_result(None)
+    finally:
+        consumer.stop()
+        with contextlib.suppress(asyncio.CancelledError):
+            await running

@@ -12,8 +12,14 @@ def test_public_api_is_pinned() -> None:
         "AuthenticationError",
         "BackgroundPublisher",
         "BrokerError",
+        "CallbackError",
         "ConfigError",
+        "Consumer",
+        "Drop",
+        "HaltConsumer",
         "InvalidReport",
+        "Message",
+        "Nack",
         "Publisher",
         "Report",
         "Settings",
@@ -22,11 +28,13 @@ def test_public_api_is_pinned() -> None:
         "TaskError",
         "TaskReporter",
         "__version__",
+        "consume",
         "decode",
         "encode",
         "load_settings",
         "mask_url",
         "routing_key",
+        "subscribe",
     ]
     assert streamer.__all__ == sorted(streamer.__all__, key=lambda n: (not n.isupper(), n))
     for name in streamer.__all__:
