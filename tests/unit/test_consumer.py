@@ -4,6 +4,7 @@ bindings and queues, callback import, and the ``consume`` command's config handl
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
 from pathlib import Path
 from typing import Any
@@ -263,7 +264,11 @@ def test_heartbeat_goes_into_the_url_unless_given() -> None:
 # ---------------------------------------------------------------------------- the command
 
 
-def test_config_tables_are_split_from_settings(tmp_path: Path) -> None:
+def test_config_tables_are_split_from_settings(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for var in [v for v in os.environ if v.startswith("STREAMER_")]:
+        monkeypatch.delenv(var)  # `make test` exports STREAMER_URL, which would win
     config = tmp_path / "c.toml"
     config.write_text(
         'exchange = "pulp.api.v2"\nheartbeat = 5\nurl = ["amqp://a/", "amqp://b/"]\n'
