@@ -22,7 +22,7 @@ import contextlib
 import heapq
 import time
 from collections import deque
-from collections.abc import AsyncIterable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Final
@@ -33,8 +33,8 @@ from rich.table import Table
 from rich.text import Text
 
 from .board import Board, TaskState
-from .consumer import Delivery, Subscription
-from .report import decode
+from .consumer import MALFORMED, Consumer, Message
+from .report import Report, decode
 from .routing import routing_key
 from .settings import Settings
 
@@ -280,15 +280,21 @@ class _Watcher:
         self.ended = asyncio.Event()
         self.on_change = on_change
         self._last_state: str | None = None
+        self._consumer_malformed = 0
 
     def feed(self, body: bytes, now: float) -> None:
         """Count, decode and apply one body; malformed ones are only counted."""
-        self.counters.received += 1
         try:
             report = decode(body)
         except ValueError:  # msgspec's errors and UnicodeDecodeError in strings
+            self.counters.received += 1
             self.counters.malformed += 1
             return
+        self.apply(report, now)
+
+    def apply(self, report: Report, now: float) -> None:
+        """Count and apply one decoded report; note the followed task's state changes."""
+        self.counters.received += 1
         self.board.apply(report, now)
         if self.task_id is not None and report.task_id == self.task_id:
             task = self.board.get(self.task_id)
@@ -299,9 +305,19 @@ class _Watcher:
                 if task.finished:
                     self.ended.set()
 
-    async def consume(self, deliveries: AsyncIterable[Delivery]) -> None:
-        async for delivery in deliveries:
-            self.feed(delivery.body, time.time())
+    async def on_message(self, message: Message) -> None:
+        """The consumer's callback: reports arrive decoded (malformed ones never do)."""
+        self.apply(message.report, time.time())
+
+    def sample(self, now: float, consumer: Consumer | None = None) -> None:
+        """Bring in the consumer's malformed count, then recompute the rate (per refresh)."""
+        if consumer is not None:
+            malformed = sum(consumer.counters[kind] for kind in MALFORMED)
+            new = malformed - self._consumer_malformed
+            self._consumer_malformed = malformed
+            self.counters.malformed += new
+            self.counters.received += new
+        self.counters.sample(now)
 
 
 class _OnChange:
@@ -351,26 +367,34 @@ async def watch(
     plain = not console.is_terminal
     watcher = _Watcher(task_id, _OnChange(console) if plain and task_id is not None else None)
 
-    async with Subscription(settings, [binding]) as sub:
-        consuming = asyncio.ensure_future(watcher.consume(sub))
-        waiters: set[asyncio.Future[Any]] = {
-            consuming,
-            asyncio.ensure_future(stop.wait()),
-            asyncio.ensure_future(watcher.ended.wait()),
-        }
-        try:
-            if plain:
-                await _plain(watcher, console, waiters, refresh)
-            else:
-                await _live(watcher, console, waiters, refresh, max_rows)
-            if consuming.done():
-                consuming.result()  # the subscription failed: raise its error
-        finally:
-            for waiter in waiters:
-                waiter.cancel()
-            for waiter in waiters:
-                with contextlib.suppress(asyncio.CancelledError):
-                    await waiter
+    # A reconnecting consumer: the view survives broker restarts, and malformed bodies are
+    # counted by it and never reach the board.
+    consumer = Consumer(
+        watcher.on_message,
+        bindings={"routing_keys": [binding]},
+        settings=settings,
+        prefetch=1000,
+    )
+    consuming = asyncio.ensure_future(consumer.run())
+    waiters: set[asyncio.Future[Any]] = {
+        consuming,
+        asyncio.ensure_future(stop.wait()),
+        asyncio.ensure_future(watcher.ended.wait()),
+    }
+    try:
+        if plain:
+            await _plain(watcher, consumer, console, waiters, refresh)
+        else:
+            await _live(watcher, consumer, console, waiters, refresh, max_rows)
+        if consuming.done():
+            consuming.result()  # the consumer gave up (e.g. refused login): raise its error
+    finally:
+        consumer.stop()
+        for waiter in waiters:
+            waiter.cancel()
+        for waiter in waiters:
+            with contextlib.suppress(asyncio.CancelledError):
+                await waiter
 
     if task_id is None:
         return 0
@@ -398,6 +422,7 @@ async def _tick(waiters: set[asyncio.Future[Any]], refresh: float) -> bool:
 
 async def _live(
     watcher: _Watcher,
+    consumer: Consumer,
     console: Console,
     waiters: set[asyncio.Future[Any]],
     refresh: float,
@@ -407,7 +432,7 @@ async def _live(
 
     def frame() -> RenderableType:
         now = time.time()
-        watcher.counters.sample(now)
+        watcher.sample(now, consumer)
         rows = min(max_rows, max(console.size.height - 6, 1))
         return render(watcher.board, counters=watcher.counters, now=now, max_rows=rows)
 
@@ -420,14 +445,18 @@ async def _live(
 
 
 async def _plain(
-    watcher: _Watcher, console: Console, waiters: set[asyncio.Future[Any]], refresh: float
+    watcher: _Watcher,
+    consumer: Consumer,
+    console: Console,
+    waiters: set[asyncio.Future[Any]],
+    refresh: float,
 ) -> None:
     """Lines for logs: state changes come from the watcher, summaries from here."""
     printed = 0
     while True:
         ended = await _tick(waiters, refresh)
+        watcher.sample(time.time(), consumer)
         counters = watcher.counters
-        counters.sample(time.time())
         if watcher.task_id is None and counters.received != printed:
             printed = counters.received
             console.print(
