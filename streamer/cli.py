@@ -146,14 +146,40 @@ def main() -> None:
     "--subject",
     "subjects",
     multiple=True,
-    help="Binding key, wildcards * and # allowed; repeatable (default: tasks.#).",
+    help="Binding key, wildcards * (one word) and # (any words); repeatable "
+    "(default: <prefix>.#, i.e. tasks.#).",
 )
-@click.option("--task", "task_ids", multiple=True, help="Only this task (binds tasks.<ID>).")
-@click.option("-q", "--quiet", is_flag=True, help="Print routing keys only.")
-@click.option("--json", "as_json", is_flag=True, help="One JSON object per line (for jq).")
-@click.option("--count", type=click.IntRange(min=1), help="Exit after N messages.")
 @click.option(
-    "--timeout", type=click.FloatRange(min=0, min_open=True), help="Exit after S seconds."
+    "-a",
+    "--address",
+    help="Broker host; replaces the host of the configured URL (credentials and vhost kept).",
+)
+@click.option(
+    "-p",
+    "--port",
+    type=click.IntRange(1, 65535),
+    help="Broker port; replaces the port of the configured URL.",
+)
+@click.option(
+    "--task",
+    "task_ids",
+    multiple=True,
+    metavar="ID",
+    help="Only this task (binds <prefix>.<ID>); repeatable, adds to -s.",
+)
+@click.option("-q", "--quiet", is_flag=True, help="Print routing keys only.")
+@click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    help='One JSON object per line (for jq): {"routing_key": ..., "report": {...}}.',
+)
+@click.option("--count", type=click.IntRange(min=1), metavar="N", help="Exit after N messages.")
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=0, min_open=True),
+    metavar="S",
+    help="Exit after S seconds.",
 )
 @_config_errors
 def listen(
@@ -162,49 +188,131 @@ def listen(
     config: str | None,
     verbose: int,
     subjects: tuple[str, ...],
+    address: str | None,
+    port: int | None,
     task_ids: tuple[str, ...],
     quiet: bool,
     as_json: bool,
     count: int | None,
     timeout: float | None,
 ) -> None:
-    """Print reports published to the exchange (like Pulp's listen.py).
+    """Print reports published to the exchange (a superset of Pulp's listen.py).
+
+    Default output is one line per report: the routing key, a space, the JSON body. A private
+    queue (exclusive, auto-deleted, capped at 10,000 messages) is bound to each key; the
+    listener reconnects by itself after a broker restart. Malformed messages are skipped and
+    counted (a summary goes to stderr at exit). Exits 0 on Ctrl-C/SIGTERM, after --count
+    messages or after --timeout seconds.
 
     \b
-    Example:
+    Examples:
       streamer listen -q -s 'tasks.*'
+      streamer listen -a broker.example.com -p 5672 -e pulp
+      streamer listen --task 8f3c --json | jq .report.state
     """
+    from .errors import InvalidReport
+    from .routing import routing_key
+
     settings = _settings(url, exchange, config)
-    bindings = list(subjects) + [f"{settings.routing_prefix}.{t}" for t in task_ids]
-    _run(verbose, _listen(settings, bindings or ["tasks.#"], quiet, as_json, count, timeout))
+    if address is not None or port is not None:
+        settings = _settings(_replace_host(settings.urls[0], address, port), exchange, config)
+    keys = list(subjects)
+    for task_id in task_ids:
+        try:
+            keys.append(routing_key(task_id, settings.routing_prefix))
+        except InvalidReport as exc:
+            raise _UsageError(f"--task: {exc}", click.get_current_context()) from None
+    keys = list(dict.fromkeys(keys)) or [f"{settings.routing_prefix}.#"]
+    mode = "quiet" if quiet else "json" if as_json else "plain"
+    _run(verbose, _listen(settings, keys, mode, count, timeout))
+
+
+def _replace_host(url: str, address: str | None, port: int | None) -> str:
+    """``url`` with its host and/or port replaced (user, password, vhost and query kept)."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(url)
+    host = address if address is not None else parts.hostname or "localhost"
+    if ":" in host and not host.startswith("["):
+        host = f"[{host}]"  # an IPv6 address
+    new_port = port if port is not None else parts.port
+    userinfo, _, _ = parts.netloc.rpartition("@")
+    netloc = (f"{userinfo}@" if userinfo else "") + host + (f":{new_port}" if new_port else "")
+    return urlunsplit(parts._replace(netloc=netloc))
 
 
 async def _listen(
     settings: Settings,
-    bindings: list[str],
-    quiet: bool,
-    as_json: bool,
+    keys: list[str],
+    mode: str,
     count: int | None,
     timeout: float | None,
 ) -> int:
+    """Print every report on ``keys`` through a reconnecting :class:`Consumer`."""
+    import os
+    import signal
+
+    import msgspec
+
+    from .consumer import MALFORMED, Consumer, Message
+    from .errors import HaltConsumer
+
     seen = 0
-    with contextlib.suppress(TimeoutError):
-        async with asyncio.timeout(timeout):
-            async with Subscription(settings, bindings) as sub:
-                async for delivery in sub:
-                    seen += 1
-                    if quiet:
-                        click.echo(delivery.routing_key)
-                    elif as_json:
-                        body = delivery.body.decode("utf-8", "replace")
-                        click.echo(json.dumps({"routing_key": delivery.routing_key, "body": body}))
-                    else:
-                        click.echo(
-                            f"{delivery.routing_key} {delivery.body.decode('utf-8', 'replace')}"
-                        )
-                    if count is not None and seen >= count:
-                        break
-    return 0
+    stopping = False
+
+    def stop() -> None:
+        nonlocal stopping
+        stopping = True
+        consumer.stop(0)
+
+    async def show(message: Message) -> None:
+        nonlocal seen
+        if stopping:
+            return  # already in the inbox when we were told to stop
+        if mode == "quiet":
+            line = message.routing_key
+        elif mode == "json":
+            line = msgspec.json.encode(
+                {"routing_key": message.routing_key, "report": message.report}
+            ).decode()
+        else:
+            line = f"{message.routing_key} {message.body.decode('utf-8', 'replace')}"
+        try:
+            click.echo(line)  # click.echo flushes: one line at a time down a pipe
+        except BrokenPipeError:  # e.g. `| head`: the reader has gone, so have we
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            stop()
+            return
+        seen += 1
+        if count is not None and seen >= count:
+            raise HaltConsumer(0, f"--count {count} reached")
+
+    consumer = Consumer(
+        show,
+        bindings=[{"exchange": settings.exchange, "routing_keys": keys}],
+        settings=settings,
+        prefetch=500,
+    )
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop)
+    timer = loop.call_later(timeout, stop) if timeout is not None else None
+    try:
+        code = await consumer.run()
+    finally:
+        if timer is not None:
+            timer.cancel()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+    skipped = {kind: consumer.counters[kind] for kind in MALFORMED if consumer.counters[kind]}
+    if skipped:
+        total = sum(skipped.values())
+        kinds = ", ".join(f"{kind}: {n}" for kind, n in skipped.items())
+        click.echo(
+            f"listen: skipped {total} malformed message{'' if total == 1 else 's'} ({kinds})",
+            err=True,
+        )
+    return code
 
 
 @main.command()
