@@ -506,3 +506,48 @@ def test_cli_bad_callback_is_one_line_exit_2(
     err_lines = [line for line in err.splitlines() if line.strip()]
     assert proc.returncode == 2, err
     assert len(err_lines) == 1 and says in err_lines[0], err
+
+
+@pytest.mark.parametrize(
+    ("binding", "expected"),
+    [
+        ("tasks.*", ["tasks.a", "tasks.b"]),
+        ("tasks.#", ["tasks.a", "tasks.b", "tasks.a.sub"]),
+        ("tasks.a", ["tasks.a"]),
+    ],
+)
+async def test_wildcard_bindings(
+    broker_url: str, exchange: str, binding: str, expected: list[str]
+) -> None:
+    """Topic semantics: `*` is one word, `#` any number, a plain key one task."""
+    seen: list[str] = []
+    consumer = Consumer(
+        lambda m: seen.append(m.routing_key),
+        bindings={"routing_keys": [binding]},
+        settings=settings_for(broker_url, exchange),
+    )
+    async with running(consumer):
+        conn = await aiormq.connect(broker_url)
+        try:
+            channel = await conn.channel()
+            await channel.confirm_delivery()
+            for key in ("tasks.a", "tasks.b", "tasks.a.sub", "other.a"):
+                body = encode(Report(task_id=key.split(".")[-1], state="running"))
+                await channel.basic_publish(
+                    body,
+                    exchange=exchange,
+                    routing_key=key,
+                    properties=aiormq.spec.Basic.Properties(content_type="application/json"),
+                )
+            await channel.basic_publish(
+                encode(report("end")), exchange=exchange, routing_key="tasks.end.marker"
+            )
+        finally:
+            await conn.close()
+        if binding == "tasks.#":
+            await until(lambda: "tasks.end.marker" in seen)
+            seen.remove("tasks.end.marker")
+        else:
+            await until(lambda: len(seen) >= len(expected))
+            await asyncio.sleep(0.3)  # anything that should not arrive would have by now
+    assert sorted(seen) == sorted(expected)
