@@ -10,13 +10,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import json
 import logging
 import sys
 import time
 from collections import deque
 from collections.abc import Callable, Coroutine
-from typing import Any, TypeVar
+from typing import Any, Final, TypeVar
 
 import click
 import uvloop
@@ -25,7 +24,7 @@ from .consumer import Subscription
 from .errors import ConfigError, StreamerError
 from .publisher import Publisher
 from .report import TERMINAL_STATES
-from .settings import Settings, load_settings, mask_url
+from .settings import Settings, load_settings, mask_url, read_config
 from .simulate import MIN_UPDATES, Simulation, Tally, run_simulation
 from .stats import Stats
 
@@ -603,34 +602,22 @@ def _summary(
 
 
 # Tables of a --config file that describe the consumer, not the settings (fedora-messaging's).
-_CONSUMER_TABLES = ("bindings", "queues", "qos")
+_CONSUMER_TABLES: Final = ("bindings", "queues", "qos")
 
 
 def _consumer_config(
     config: str | None,
-) -> tuple[dict[str, Any], list[dict[str, Any]] | None, dict[str, Any] | None, int | None]:
-    """Split a --config TOML into plain settings and the consumer's own tables.
+) -> tuple[list[dict[str, Any]] | None, dict[str, Any] | None, int | None]:
+    """The consumer's own tables of a --config file: ``[[bindings]]``, ``[queues.*]``, ``[qos]``.
 
-    ``load_settings`` refuses unknown top-level names, so ``[[bindings]]``, ``[queues.*]``
-    and ``[qos]`` are taken out here; what remains is checked by ``load_settings`` as usual
-    (same precedence: file < environment < options).
+    The rest of the file is settings, read by ``load_settings(..., sections=...)``.
     """
     if config is None:
-        return {}, None, None, None
-    import tomllib
-
-    try:
-        with open(config, "rb") as f:
-            data = tomllib.load(f)
-    except FileNotFoundError:
-        raise ConfigError(f"config file {config!r} does not exist") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"config file {config!r} is not valid TOML: {exc}") from None
-    except OSError as exc:
-        raise ConfigError(f"config file {config!r} cannot be read: {exc}") from None
-    bindings = data.pop("bindings", None)
-    queues = data.pop("queues", None)
-    qos = data.pop("qos", {})
+        return None, None, None
+    data = read_config(config)
+    bindings = data.get("bindings")
+    queues = data.get("queues")
+    qos = data.get("qos", {})
     if bindings is not None and not isinstance(bindings, list):
         raise ConfigError(f"config file {config!r}: bindings must be [[bindings]] tables")
     if queues is not None and not isinstance(queues, dict):
@@ -640,32 +627,12 @@ def _consumer_config(
     prefetch = qos.get("prefetch_count")
     if prefetch is not None and (not isinstance(prefetch, int) or prefetch < 1):
         raise ConfigError(f"config file {config!r}: prefetch_count must be a positive integer")
-    return data, bindings, queues, prefetch
+    return bindings, queues, prefetch
 
 
-def _consumer_settings(
-    url: str | None, exchange: str | None, config: str | None, values: dict[str, Any]
-) -> Settings:
-    """load_settings on the settings part of ``config``, through a temporary TOML file.
-
-    A file keeps the precedence and the strict typing of a real config file; every settings
-    value is a string, number, boolean or list of strings, which JSON spells as TOML does.
-    """
-    if config is None:
-        return _settings(url, exchange, None)
-    import os
-    import tempfile
-
-    fd, path = tempfile.mkstemp(prefix="streamer-consume-", suffix=".toml")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.writelines(f"{name} = {json.dumps(value)}\n" for name, value in values.items())
-        try:
-            return load_settings(path, url=url, exchange=exchange)
-        except ConfigError as exc:
-            raise ConfigError(str(exc).replace(path, config)) from None
-    finally:
-        os.unlink(path)
+def _consumer_settings(url: str | None, exchange: str | None, config: str | None) -> Settings:
+    """Settings from the file's settings part (its consumer tables are skipped)."""
+    return load_settings(config, url=url, exchange=exchange, sections=_CONSUMER_TABLES)
 
 
 @main.command()
@@ -716,8 +683,8 @@ def consume(
     """
     from .consumer import Consumer, import_callback
 
-    values, bindings, queues, qos_prefetch = _consumer_config(config)
-    settings = _consumer_settings(url, exchange, config, values)
+    bindings, queues, qos_prefetch = _consumer_config(config)
+    settings = _consumer_settings(url, exchange, config)
     if routing_keys:
         bindings = [{"exchange": settings.exchange, "routing_keys": list(routing_keys)}]
         queues = None

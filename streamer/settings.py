@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import socket
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from typing import Any, Final
 from urllib.parse import urlsplit, urlunsplit
 
@@ -18,7 +18,14 @@ import msgspec
 
 from .errors import ConfigError
 
-__all__ = ["DEFAULT_URL", "Settings", "load_settings", "mask_url", "resolve_settings"]
+__all__ = [
+    "DEFAULT_URL",
+    "Settings",
+    "load_settings",
+    "mask_url",
+    "read_config",
+    "resolve_settings",
+]
 
 DEFAULT_URL: Final = "amqp://guest:guest@127.0.0.1:5672/"
 ENV_PREFIX: Final = "STREAMER_"
@@ -172,16 +179,25 @@ def _from_env(env: Mapping[str, str]) -> dict[str, Any]:
     return values
 
 
-def _read_file(path: str | os.PathLike[str]) -> dict[str, Any]:
+def read_config(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Read a TOML config file: settings plus any tables other components own.
+
+    Raises:
+        ConfigError: the file is missing, unreadable or not TOML.
+    """
     try:
         with open(path, "rb") as f:
-            data = tomllib.load(f)
+            return tomllib.load(f)
     except FileNotFoundError:
         raise ConfigError(f"config file {os.fspath(path)!r} does not exist") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"config file {os.fspath(path)!r} is not valid TOML: {exc}") from None
     except OSError as exc:
         raise ConfigError(f"config file {os.fspath(path)!r} cannot be read: {exc}") from None
+
+
+def _read_file(path: str | os.PathLike[str], sections: Collection[str]) -> dict[str, Any]:
+    data = {k: v for k, v in read_config(path).items() if k not in sections}
     _check_keys(data, f"config file {os.fspath(path)!r}")
     return data
 
@@ -190,6 +206,7 @@ def load_settings(
     config: str | os.PathLike[str] | None = None,
     *,
     env: Mapping[str, str] | None = None,
+    sections: Collection[str] = (),
     **overrides: Any,
 ) -> Settings:
     """Build settings from defaults < TOML file < ``STREAMER_*`` env < ``overrides``.
@@ -197,6 +214,8 @@ def load_settings(
     Args:
         config: a TOML file of settings; defaults to ``$STREAMER_CONFIG`` when set.
         env: the environment to read (default ``os.environ``).
+        sections: top-level names in the file that belong to someone else (e.g. the
+            consumer's ``bindings``, ``queues`` and ``qos`` tables), skipped here.
         overrides: explicit values; ``None`` means "not given" so CLI flags can pass through.
 
     Raises:
@@ -207,7 +226,7 @@ def load_settings(
     config = config if config is not None else env.get("STREAMER_CONFIG") or None
     layers: list[tuple[str, dict[str, Any], bool]] = []
     if config is not None:
-        layers.append((f"config file {os.fspath(config)!r}", _read_file(config), True))
+        layers.append((f"config file {os.fspath(config)!r}", _read_file(config, sections), True))
     layers.append(("environment", _from_env(env), False))
     given = {k: v for k, v in overrides.items() if v is not None}
     _check_keys(given, "arguments")

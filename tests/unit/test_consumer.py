@@ -275,26 +275,21 @@ def test_config_tables_are_split_from_settings(
         '[[bindings]]\nqueue = "q"\nrouting_keys = ["tasks.*"]\n'
         "[queues.q]\ndurable = false\n[qos]\nprefetch_count = 7\n"
     )
-    values, bindings, queues, prefetch = _consumer_config(str(config))
-    assert values == {
-        "exchange": "pulp.api.v2",
-        "heartbeat": 5,
-        "url": ["amqp://a/", "amqp://b/"],
-    }
+    bindings, queues, prefetch = _consumer_config(str(config))
     assert bindings == [{"queue": "q", "routing_keys": ["tasks.*"]}]
     assert queues == {"q": {"durable": False}} and prefetch == 7
-    settings = _consumer_settings(None, None, str(config), values)
+    settings = _consumer_settings(None, None, str(config))
     assert settings.exchange == "pulp.api.v2" and settings.heartbeat == 5
     assert settings.urls == ("amqp://a/", "amqp://b/")
-    assert _consumer_settings(None, "override", str(config), values).exchange == "override"
+    assert _consumer_settings(None, "override", str(config)).exchange == "override"
 
 
 def test_config_errors_name_the_real_file(tmp_path: Path) -> None:
     config = tmp_path / "c.toml"
     config.write_text('heartbeat = "often"\nbogus = 1\n')
-    values, *_ = _consumer_config(str(config))
+    _consumer_config(str(config))  # no consumer tables: nothing to object to
     with pytest.raises(ConfigError) as info:
-        _consumer_settings(None, None, str(config), values)
+        _consumer_settings(None, None, str(config))
     assert str(config) in str(info.value)
     config.write_text("[qos]\nprefetch = 3\n")
     with pytest.raises(ConfigError, match="prefetch_count only"):

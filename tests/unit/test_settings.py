@@ -86,3 +86,11 @@ def test_settings_are_frozen() -> None:
     s = Settings()
     with pytest.raises(AttributeError):
         s.channels = 3  # type: ignore[misc]
+
+
+def test_tables_of_other_components_can_be_skipped(tmp_path: Path) -> None:
+    cfg = tmp_path / "c.toml"
+    cfg.write_text('exchange = "x"\n[qos]\nprefetch_count = 3\n')
+    assert load_settings(cfg, env={}, sections=("qos",)).exchange == "x"
+    with pytest.raises(ConfigError, match="unknown setting qos"):
+        load_settings(cfg, env={})
