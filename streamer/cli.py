@@ -20,7 +20,7 @@ from typing import Any, Final, TypeVar
 import click
 import uvloop
 
-from .consumer import Subscription
+from .consumer import Consumer, Message
 from .errors import ConfigError, StreamerError
 from .publisher import Publisher
 from .report import TERMINAL_STATES
@@ -253,7 +253,7 @@ async def _listen(
 
     import msgspec
 
-    from .consumer import MALFORMED, Consumer, Message
+    from .consumer import MALFORMED, Consumer
     from .errors import HaltConsumer
 
     seen = 0
@@ -351,20 +351,44 @@ def demo(
     _run(verbose, _demo(settings, tasks, updates, seed))
 
 
+async def _until_consuming(
+    consumer: Consumer, running: asyncio.Future[Any], settings: Settings
+) -> None:
+    """Wait until ``consumer`` is bound and consuming; raise what stopped it if it failed.
+
+    A consumer retries an unreachable broker for ever, which is right for a service but not
+    for a demo: give up after a few connection attempts' worth of time.
+    """
+    ready: asyncio.Future[Any] = asyncio.ensure_future(consumer.consuming.wait())
+    patience = 2 * settings.connect_timeout
+    await asyncio.wait({ready, running}, timeout=patience, return_when=asyncio.FIRST_COMPLETED)
+    ready.cancel()
+    if running.done():
+        running.result()
+        raise StreamerError("the listener stopped before it was bound")
+    if not consumer.consuming.is_set():
+        raise StreamerError(
+            f"no broker answered at {mask_url(settings.urls[0])} within {patience:.0f} s"
+        )
+
+
 async def _demo(settings: Settings, tasks: int, updates: int, seed: int | None) -> int:
     received: dict[str, str] = {}
     count = 0
 
-    async def listener(sub: Subscription) -> None:
+    async def on_message(message: Message) -> None:
         nonlocal count
-        async for delivery in sub:
-            count += 1
-            click.echo(delivery.routing_key)
-            received[delivery.routing_key] = delivery.properties.message_type or ""
+        count += 1
+        click.echo(message.routing_key)
+        received[message.routing_key] = message.report.state
 
     click.echo(f"broker {mask_url(settings.urls[0])}, exchange {settings.exchange!r}", err=True)
-    async with Subscription(settings, [f"{settings.routing_prefix}.#"]) as sub:
-        listening = asyncio.ensure_future(listener(sub))
+    listener = Consumer(
+        on_message, bindings={"routing_keys": [f"{settings.routing_prefix}.#"]}, settings=settings
+    )
+    listening = asyncio.ensure_future(listener.run())
+    try:
+        await _until_consuming(listener, listening, settings)
         started = time.perf_counter()
         async with Publisher(settings=settings) as pub:
             simulation = Simulation(tasks=tasks, concurrency=tasks, updates=updates, seed=seed)
@@ -380,7 +404,8 @@ async def _demo(settings: Settings, tasks: int, updates: int, seed: int | None) 
             async with asyncio.timeout(10):
                 while any(received.get(k) not in TERMINAL_STATES for k in keys):
                     await asyncio.sleep(0.05)
-        listening.cancel()
+    finally:
+        listener.stop()
         with contextlib.suppress(asyncio.CancelledError):
             await listening
     done = sum(received.get(k) in TERMINAL_STATES for k in keys)

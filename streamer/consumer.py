@@ -1,13 +1,11 @@
 """Receiving side: subscribe to task reports with AMQP topic bindings.
 
-Consumers are not on the hot path, so they use aiormq as it is. Two levels:
-
-- :class:`Subscription`: raw deliveries from an exclusive, auto-deleted, length-capped queue
-  (a slow listener never makes the broker hoard messages for it: the oldest are dropped by
-  the broker instead), for ``streamer listen``.
-- :func:`consume` / :class:`Consumer` / :func:`subscribe`: fedora-messaging's consumer API
-  (a callback per decoded report, ``Nack``/``Drop``/``HaltConsumer``), which reconnects and
-  resumes by itself after a broker restart. See docs/consumers.md.
+Consumers are not on the hot path, so they use aiormq as it is. :func:`consume`,
+:class:`Consumer` and :func:`subscribe` follow fedora-messaging's consumer API (a callback per
+decoded report, ``Nack``/``Drop``/``HaltConsumer``), reconnect and resume by themselves after
+a broker restart, and by default consume from an exclusive, auto-deleted, length-capped queue
+(a slow listener never makes the broker hoard messages: the oldest are dropped instead).
+``streamer listen``, ``watch`` and ``demo`` are built on it. See docs/consumers.md.
 """
 
 from __future__ import annotations
@@ -49,9 +47,7 @@ __all__ = [
     "COUNTERS",
     "MALFORMED",
     "Consumer",
-    "Delivery",
     "Message",
-    "Subscription",
     "classify",
     "consume",
     "dispatch",
@@ -62,99 +58,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-
-class Delivery(msgspec.Struct, frozen=True, kw_only=True):
-    """One message as received: routing key, raw body and AMQP properties."""
-
-    routing_key: str
-    body: bytes
-    properties: Any
-    exchange: str
-
-
-class Subscription:
-    """An exclusive, length-capped queue bound to the exchange, read as an async iterator.
-
-    ``async with Subscription(settings, ["tasks.#"]) as sub`` returns once the queue is bound,
-    so nothing published afterwards is missed; ``async for delivery in sub`` then yields
-    messages (acked as they are yielded).
-
-    Args:
-        bindings: binding keys; ``*`` matches one word, ``#`` any number of words.
-        max_length: queue length cap; beyond it the broker drops the oldest messages.
-        prefetch: unacknowledged deliveries in flight.
-    """
-
-    def __init__(
-        self,
-        settings: Settings,
-        bindings: Sequence[str] = ("tasks.#",),
-        *,
-        max_length: int = 10_000,
-        prefetch: int = 500,
-    ) -> None:
-        self.settings = settings
-        self.bindings = list(bindings)
-        self.max_length = max_length
-        self.prefetch = prefetch
-        self._conn: aiormq.abc.AbstractConnection | None = None
-        self._channel: aiormq.abc.AbstractChannel | None = None
-        self._inbox: asyncio.Queue[aiormq.abc.DeliveredMessage] = asyncio.Queue()
-
-    async def __aenter__(self) -> Subscription:
-        settings = self.settings
-        self._conn = await aiormq.connect(
-            settings.urls[0],
-            client_properties={"connection_name": f"{settings.client_name} listener"},
-        )
-        try:
-            channel = self._channel = await self._conn.channel()
-            await channel.basic_qos(prefetch_count=self.prefetch)
-            if not settings.exchange.startswith("amq."):
-                await channel.exchange_declare(
-                    settings.exchange, exchange_type="topic", durable=True
-                )
-            queue = await channel.queue_declare(
-                "",
-                exclusive=True,
-                auto_delete=True,
-                arguments={"x-max-length": self.max_length, "x-overflow": "drop-head"},
-            )
-            assert queue.queue is not None
-            for key in self.bindings:
-                await channel.queue_bind(queue.queue, settings.exchange, routing_key=key)
-            await channel.basic_consume(queue.queue, self._deliver)
-        except BaseException:
-            await self._conn.close()
-            raise
-        return self
-
-    async def _deliver(self, message: aiormq.abc.DeliveredMessage) -> None:
-        self._inbox.put_nowait(message)
-
-    async def __aexit__(self, *exc: object) -> None:
-        if self._conn is not None:
-            await self._conn.close()
-
-    def __aiter__(self) -> AsyncIterator[Delivery]:
-        return self._iterate()
-
-    async def _iterate(self) -> AsyncIterator[Delivery]:
-        assert self._channel is not None, "use `async with Subscription(...)` first"
-        while True:
-            message = await self._inbox.get()
-            yield Delivery(
-                routing_key=message.routing_key or "",
-                body=message.body,
-                properties=message.header.properties,
-                exchange=message.exchange or "",
-            )
-            await self._channel.basic_ack(message.delivery_tag or 0)
-
-
-# --------------------------------------------------------------------------------------------
-# consume(): fedora-messaging's consumer semantics on aiormq
-# --------------------------------------------------------------------------------------------
 
 #: Kinds of malformed message, each a key of :attr:`Consumer.counters`.
 MALFORMED: Final = ("too_large", "content_type", "not_utf8", "not_json", "not_a_report")
