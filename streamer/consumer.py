@@ -249,6 +249,12 @@ def default_queue_arguments(max_length: int = 10_000) -> dict[str, Any]:
     return {"x-max-length": max_length, "x-overflow": "drop-head"}
 
 
+def _refuse_unknown(table: Mapping[str, Any], valid: frozenset[str], what: str) -> None:
+    unknown = sorted(set(table) - valid)
+    if unknown:
+        raise ConfigError(f"{what} {', '.join(unknown)}; valid: {', '.join(sorted(valid))}")
+
+
 def plan(
     settings: Settings,
     bindings: Mapping[str, Any] | Sequence[Mapping[str, Any]] | None,
@@ -267,12 +273,7 @@ def plan(
     for name, spec in (queues or {}).items():
         if not isinstance(spec, Mapping):
             raise ConfigError(f"queue {name!r}: expected a table of options, got {spec!r}")
-        unknown = sorted(set(spec) - _QUEUE_KEYS)
-        if unknown:
-            raise ConfigError(
-                f"queue {name!r}: unknown option {', '.join(unknown)}; "
-                f"valid: {', '.join(sorted(_QUEUE_KEYS))}"
-            )
+        _refuse_unknown(spec, _QUEUE_KEYS, f"queue {name!r}: unknown option")
         arguments = spec.get("arguments", {})
         if not isinstance(arguments, Mapping):
             raise ConfigError(f"queue {name!r}: arguments must be a table, got {arguments!r}")
@@ -296,12 +297,7 @@ def plan(
     for binding in raw:
         if not isinstance(binding, Mapping):
             raise ConfigError(f"binding {binding!r}: expected a table")
-        unknown = sorted(set(binding) - _BINDING_KEYS)
-        if unknown:
-            raise ConfigError(
-                f"binding {dict(binding)!r}: unknown key {', '.join(unknown)}; "
-                f"valid: {', '.join(sorted(_BINDING_KEYS))}"
-            )
+        _refuse_unknown(binding, _BINDING_KEYS, f"binding {dict(binding)!r}: unknown key")
         keys = binding.get("routing_keys", [f"{settings.routing_prefix}.#"])
         keys = [keys] if isinstance(keys, str) else keys
         if not isinstance(keys, Sequence) or not all(isinstance(k, str) for k in keys):

@@ -35,7 +35,7 @@ from .publisher import Publisher
 from .report import STATES, Report, encode_unsequenced, refuse, refuse_size
 from .routing import routing_key
 from .settings import Settings, mask_url, resolve_settings
-from .stats import DROP_REASONS, Stats
+from .stats import Stats
 from .task import TaskReporter, fingerprint
 
 __all__ = ["BackgroundPublisher"]
@@ -319,20 +319,7 @@ class BackgroundPublisher:
         return f"<BackgroundPublisher {state} {mask_url(self.settings.urls[0])}>"
 
 
-_EMPTY: Final = Stats(
-    published=0,
-    confirmed=0,
-    coalesced=0,
-    dropped=0,
-    dropped_by_reason=dict.fromkeys(DROP_REASONS, 0),
-    pending=0,
-    resent=0,
-    reconnects=0,
-    connections=0,
-    confirm_latency_p50=0.0,
-    confirm_latency_p99=0.0,
-    confirm_latency_max=0.0,
-)
+_EMPTY: Final = Stats()  # a publisher that never started
 
 
 def _after_fork_in_child() -> None:

@@ -67,18 +67,20 @@ class Stats(msgspec.Struct, frozen=True, kw_only=True):
     Re-sends after a reconnect are not publishes: they are counted in ``resent`` only.
     """
 
-    published: int
-    confirmed: int
-    coalesced: int
-    dropped: int
-    dropped_by_reason: dict[str, int]
-    pending: int
-    resent: int
-    reconnects: int
-    connections: int
-    confirm_latency_p50: float
-    confirm_latency_p99: float
-    confirm_latency_max: float
+    published: int = 0
+    confirmed: int = 0
+    coalesced: int = 0
+    dropped: int = 0
+    dropped_by_reason: dict[str, int] = msgspec.field(
+        default_factory=lambda: dict.fromkeys(DROP_REASONS, 0)
+    )
+    pending: int = 0
+    resent: int = 0
+    reconnects: int = 0
+    connections: int = 0
+    confirm_latency_p50: float = 0.0
+    confirm_latency_p99: float = 0.0
+    confirm_latency_max: float = 0.0
 
     @property
     def balanced(self) -> bool:

@@ -372,16 +372,8 @@ class CapturingPublisher:
         return Stats(
             published=published + dropped,
             confirmed=published,
-            coalesced=0,
             dropped=dropped,
             dropped_by_reason=by_reason,
-            pending=0,
-            resent=0,
-            reconnects=0,
-            connections=0,
-            confirm_latency_p50=0.0,
-            confirm_latency_p99=0.0,
-            confirm_latency_max=0.0,
         )
 
     def __enter__(self) -> CapturingPublisher:
