@@ -13,9 +13,11 @@ from __future__ import annotations
 import time
 from collections import OrderedDict
 from collections.abc import Iterator, Mapping
+from datetime import UTC, datetime
 from typing import Any, Final
 
 from .report import TERMINAL_STATES, Report
+from .stats import LatencyHistogram
 
 __all__ = ["Board", "TaskState", "progress_counts"]
 
@@ -43,6 +45,14 @@ def progress_counts(progress: Mapping[str, Any]) -> tuple[int, int] | None:
         else:
             stack.extend(v for v in node.values() if isinstance(v, Mapping))
     return (done, total) if found else None
+
+
+def _timestamp(value: datetime | None) -> float | None:
+    if value is None:
+        return None
+    if value.tzinfo is None:  # RFC 3339 without offset: the publisher writes UTC
+        value = value.replace(tzinfo=UTC)
+    return value.timestamp()
 
 
 class TaskState:
@@ -80,6 +90,20 @@ class TaskState:
         if self.done is None or not self.total:
             return None
         return self.done / self.total
+
+    @property
+    def started(self) -> float:
+        """Unix time it started: its own ``start_time`` when it sent one, else first seen."""
+        start = _timestamp(self.report.start_time)
+        return self.first_seen if start is None else start
+
+    @property
+    def ended(self) -> float | None:
+        """Unix time it ended (its ``finish_time``, else its last report); None while active."""
+        if not self.finished:
+            return None
+        end = _timestamp(self.report.finish_time)
+        return self.last_seen if end is None else end
 
     @property
     def eta(self) -> float | None:
@@ -122,12 +146,17 @@ class Board:
         self.stale = 0  # ignored: lower seq than the one shown
         self.duplicates = 0  # ignored: same seq again (re-sent after a reconnect)
         self.evicted = 0
+        self.latency = LatencyHistogram()  # sent_at -> applied, for every well-formed report
 
     def __len__(self) -> int:
         return len(self._tasks)
 
     def __iter__(self) -> Iterator[TaskState]:
         return iter(list(self._tasks.values()))
+
+    def recent(self) -> Iterator[TaskState]:
+        """Tasks, most recently updated first (a snapshot: safe to fold while iterating)."""
+        return reversed(list(self._tasks.values()))
 
     def get(self, task_id: str) -> TaskState | None:
         return self._tasks.get(task_id)
@@ -149,6 +178,8 @@ class Board:
         A report with ``seq`` 0 (not from a streamer publisher) always applies.
         """
         now = time.time() if now is None else now
+        if report.sent_at:
+            self.latency.observe(max(now - report.sent_at, 0.0))
         task_id = report.task_id
         task = self._tasks.get(task_id)
         if task is None:

@@ -20,7 +20,7 @@ import warnings
 from collections import deque
 from collections.abc import Callable
 from types import TracebackType
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import msgspec
 
@@ -32,6 +32,9 @@ from .routing import routing_key
 from .settings import Settings, mask_url, resolve_settings
 from .stats import DROP_REASONS, LatencyHistogram, Stats
 from .task import TaskReporter, fingerprint
+
+if TYPE_CHECKING:
+    from .metrics import MetricsServer
 
 __all__ = ["Publisher"]
 
@@ -141,6 +144,7 @@ class Publisher(PoolOwner):
         self._dropped = dict.fromkeys(DROP_REASONS, 0)
         self._window = settings.confirm_window
         self._pid = os.getpid()
+        self._metrics: MetricsServer | None = None
 
     # -- lifecycle ------------------------------------------------------------------------------
 
@@ -166,6 +170,7 @@ class Publisher(PoolOwner):
             raise RuntimeError(f"publisher cannot start from state {self._state.value}")
         self._loop = asyncio.get_running_loop()
         self._state = PublisherState.STARTING
+        await self._serve_metrics()
         self._pool.start()
         connected = await self._pool.wait_connected(self.settings.connect_timeout)
         if self._state is not PublisherState.STARTING:
@@ -201,8 +206,33 @@ class Publisher(PoolOwner):
             self._drop_waiting(ch.index, "closed")
             self._drop_outstanding(ch, "closed")
         await self._pool.close()
+        if self._metrics is not None:
+            await self._metrics.close()
         self._state = PublisherState.CLOSED
         self._notify()
+
+    async def _serve_metrics(self) -> None:
+        """Serve ``/metrics`` when ``metrics_port`` is set; a port in use is logged, not raised
+        (like broker trouble, it must not stop the worker)."""
+        port = self.settings.metrics_port
+        if port is None:
+            return
+        from .metrics import PublisherCollector, serve  # prometheus-client only when asked for
+
+        try:
+            self._metrics = await serve(
+                PublisherCollector(self), port=port, host=self.settings.metrics_host
+            )
+        except OSError as exc:
+            log.error(
+                "metrics not served: cannot bind %s:%d (%s)", self.settings.metrics_host, port, exc
+            )
+
+    @property
+    def metrics_url(self) -> str | None:
+        """Where this publisher's metrics are served, or None."""
+        m = self._metrics
+        return None if m is None else f"http://{m.host}:{m.port}/metrics"
 
     @property
     def closed(self) -> bool:
@@ -554,7 +584,10 @@ class Publisher(PoolOwner):
             resent=self._resent,
             reconnects=self._pool.reconnects,
             connections=self._pool.open_connections,
+            channels=sum(1 for ch in self._channels if ch.conn is not None),
             confirm_latency_p50=self._latency.quantile(0.5),
             confirm_latency_p99=self._latency.quantile(0.99),
             confirm_latency_max=self._latency.max,
+            confirm_latency_counts=tuple(self._latency.counts),
+            confirm_latency_sum=self._latency.total,
         )

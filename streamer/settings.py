@@ -76,6 +76,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
         app_id: name of the sending application; the ``app_id`` property carries it with the
             sender's host and pid (``<app_id>@<host>:<pid>``).
         ca_file: CA bundle for ``amqps://`` (default: the system's trust store).
+        metrics_port: serve this publisher's Prometheus metrics on
+            ``http://<metrics_host>:<metrics_port>/metrics`` (default: not served; 0 picks a
+            free port). See :mod:`streamer.metrics`.
+        metrics_host: address the metrics endpoint binds (default loopback only).
     """
 
     url: str | tuple[str, ...] = DEFAULT_URL
@@ -97,6 +101,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     headers: bool = False
     app_id: str = "streamer"
     ca_file: str | None = None
+    metrics_port: int | None = None
+    metrics_host: str = "127.0.0.1"
 
     def __post_init__(self) -> None:
         for url in self.urls:
@@ -127,6 +133,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
             raise ConfigError(f"heartbeat must be 0 (off) or positive, got {self.heartbeat}")
         if not self.exchange:
             raise ConfigError("exchange must not be empty")
+        if self.metrics_port is not None and not 0 <= self.metrics_port <= 65535:
+            raise ConfigError(f"metrics_port must be 0..65535, got {self.metrics_port}")
 
     @property
     def urls(self) -> tuple[str, ...]:

@@ -47,6 +47,11 @@ class LatencyHistogram:
         if seconds > self.max:
             self.max = seconds
 
+    @staticmethod
+    def upper_bound(index: int) -> float:
+        """The upper bound, in seconds, of bucket ``index`` (bucket 0 holds all <= 10 µs)."""
+        return _BASE * 10 ** (index / _PER_DECADE)
+
     def quantile(self, q: float) -> float:
         """The upper bound of the bucket holding quantile ``q`` (0..1), in seconds."""
         if not self.count:
@@ -56,7 +61,7 @@ class LatencyHistogram:
         for index, n in enumerate(self.counts):
             seen += n
             if seen >= rank and n:
-                return min(_BASE * 10 ** (index / _PER_DECADE), self.max)
+                return min(self.upper_bound(index), self.max)
         return self.max
 
 
@@ -78,9 +83,13 @@ class Stats(msgspec.Struct, frozen=True, kw_only=True):
     resent: int = 0
     reconnects: int = 0
     connections: int = 0
+    channels: int = 0
     confirm_latency_p50: float = 0.0
     confirm_latency_p99: float = 0.0
     confirm_latency_max: float = 0.0
+    #: Per-bucket confirm counts of :class:`LatencyHistogram` (for Prometheus histograms).
+    confirm_latency_counts: tuple[int, ...] = ()
+    confirm_latency_sum: float = 0.0
 
     @property
     def balanced(self) -> bool:

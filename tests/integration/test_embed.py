@@ -158,8 +158,11 @@ async def test_closed_at_interpreter_exit(
         exchange,
     )
     assert done.returncode == 0, done.stderr
-    received = await collector.wait_for(1)
-    assert received[-1][1]["state"] == "finished"
+    async with asyncio.timeout(20):  # the exit hook flushed: the terminal report is on its way
+        while not any(r["state"] == "finished" for r in collector.reports()):
+            await asyncio.sleep(0.05)
+    last = max(collector.reports(), key=lambda r: r["seq"])
+    assert last["state"] == "finished"
 
 
 async def test_works_under_gevent_monkey_patching(
