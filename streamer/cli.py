@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import functools
 import logging
+import signal
 import sys
 import time
 from collections import deque
@@ -18,6 +19,7 @@ from collections.abc import Callable, Coroutine
 from typing import Any, Final, TypeVar
 
 import click
+import msgspec
 import uvloop
 
 from .consumer import Consumer, Message
@@ -464,6 +466,11 @@ async def _demo(settings: Settings, tasks: int, updates: int, seed: int | None) 
     help="Chance that a task is canceled.",
 )
 @click.option("--seed", type=int, help="Random seed: same task ids and reports every run.")
+@click.option(
+    "--metrics-port",
+    type=click.IntRange(0, 65535),
+    help="Serve the publisher's Prometheus metrics on 127.0.0.1:PORT/metrics while running.",
+)
 @_config_errors
 def simulate(
     url: str | None,
@@ -477,6 +484,7 @@ def simulate(
     error_rate: float,
     cancel_rate: float,
     seed: int | None,
+    metrics_port: int | None,
 ) -> None:
     """Simulate Pulp workers: syncs that spawn publishes.
 
@@ -503,6 +511,8 @@ def simulate(
         seed=seed,
     )
     settings = _settings(url, exchange, config)
+    if metrics_port is not None:
+        settings = msgspec.structs.replace(settings, metrics_port=metrics_port)
     _run(verbose, _simulate(settings, simulation, progress=sys.stderr.isatty()))
 
 
@@ -804,3 +814,138 @@ def watch(
         except InvalidReport as exc:
             raise _UsageError(f"--task: {exc}", click.get_current_context()) from None
     _run(verbose, watch_tasks(settings, task_id=task_id, refresh=refresh, max_rows=max_tasks))
+
+
+@main.command()
+@common_options
+@click.option(
+    "--host",
+    default="127.0.0.1",
+    show_default=True,
+    help="Address to listen on; anything but loopback needs --token or --basic-auth.",
+)
+@click.option(
+    "--port", type=click.IntRange(0, 65535), default=8700, show_default=True, help="Port."
+)
+@click.option(
+    "-b",
+    "--binding",
+    "bindings",
+    multiple=True,
+    metavar="KEY",
+    help="Bind this routing key instead of <prefix>.# (e.g. 'tasks.*'); repeatable.",
+)
+@click.option(
+    "--token",
+    envvar="STREAMER_DASHBOARD_TOKEN",
+    help="Require this bearer token (browsers: open /?token=...). Also $STREAMER_DASHBOARD_TOKEN.",
+)
+@click.option(
+    "--basic-auth",
+    metavar="USER:PASSWORD",
+    envvar="STREAMER_DASHBOARD_BASIC_AUTH",
+    help="Require HTTP basic auth. Also $STREAMER_DASHBOARD_BASIC_AUTH.",
+)
+@click.option(
+    "--max-tasks",
+    type=click.IntRange(min=1),
+    default=10_000,
+    show_default=True,
+    help="Tasks kept on the board (the least recently updated go first).",
+)
+@click.option(
+    "--history",
+    type=click.IntRange(min=1),
+    default=20,
+    show_default=True,
+    help="Recent reports kept per task, shown on its page.",
+)
+@_config_errors
+def dashboard(
+    url: str | None,
+    exchange: str | None,
+    config: str | None,
+    verbose: int,
+    host: str,
+    port: int,
+    bindings: tuple[str, ...],
+    token: str | None,
+    basic_auth: str | None,
+    max_tasks: int,
+    history: int,
+) -> None:
+    """Serve a live web page of the tasks on the exchange, with /metrics and a JSON API.
+
+    Routes: / (the live table: progress, rate, ETA, filters), /tasks/<id> (one task and its
+    recent reports), /api/tasks, /metrics (Prometheus), /healthz. The page is updated by
+    server-sent events a few times a second, however fast reports arrive. Only reports
+    published after it starts are seen. --config may hold [[bindings]] and [queues.<name>]
+    tables, as for consume.
+
+    \b
+    Examples:
+      streamer dashboard
+      streamer dashboard --host 0.0.0.0 --token "$(cat dashboard.token)" -b 'tasks.*'
+    """
+    from .dashboard import Auth, Dashboard, is_loopback  # aiohttp only for this command
+
+    ctx = click.get_current_context()
+    file_bindings, queues, prefetch = _consumer_config(config)
+    settings = load_settings(config, url=url, exchange=exchange, sections=_CONSUMER_TABLES)
+    if bindings:
+        file_bindings = [{"exchange": settings.exchange, "routing_keys": list(bindings)}]
+        queues = None
+    try:
+        basic = Auth.parse_basic(basic_auth) if basic_auth is not None else None
+        auth = Auth(token=token, basic=basic) if token is not None or basic is not None else None
+    except ConfigError as exc:
+        raise _UsageError(str(exc), ctx) from None
+    if auth is None and not is_loopback(host):
+        raise _UsageError(
+            f"--host {host} is not a loopback address: anyone who can reach it would see every "
+            "task; give --token or --basic-auth (or STREAMER_DASHBOARD_TOKEN)",
+            ctx,
+        )
+    board = Dashboard(
+        settings,
+        bindings=file_bindings,
+        queues=queues,
+        host=host,
+        port=port,
+        auth=auth,
+        max_tasks=max_tasks,
+        max_finished=min(1_000, max_tasks),
+        history=history,
+        prefetch=prefetch or 2_000,
+    )
+    _run(verbose, _dashboard(board))
+
+
+async def _dashboard(board: Any) -> int:
+    """Serve until SIGINT/SIGTERM (exit 0) or until the consumer gives up (its error)."""
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        async with board:
+            auth = f"; {board.auth.describe()} required" if board.auth is not None else ""
+            click.echo(
+                f"dashboard on {board.url} (exchange {board.settings.exchange!r} on "
+                f"{mask_url(board.settings.urls[0])}{auth})",
+                err=True,
+            )
+            stopping = asyncio.ensure_future(stop.wait())
+            consuming = asyncio.ensure_future(board.wait())
+            try:
+                await asyncio.wait({stopping, consuming}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                stopping.cancel()
+            if consuming.done():
+                consuming.result()  # the consumer gave up: raise why
+            else:
+                consuming.cancel()
+        return 0
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)

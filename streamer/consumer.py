@@ -343,6 +343,13 @@ class Consumer:
     exponential backoff (``reconnect_min`` .. ``reconnect_max``), the queues and bindings are
     declared again and consuming resumes; nothing needs restarting by hand.
 
+    With ``no_ack`` the broker counts a message as settled when it sends it (``basic.consume
+    no-ack``): nothing is acknowledged one by one, which roughly doubles what one consumer
+    takes in. For viewers that would rather drop than queue (a dashboard): a lost connection
+    loses the messages in hand, ``Nack``/``Drop`` are only counted, and at most ``prefetch``
+    messages wait for the callback; beyond that the oldest are dropped and counted as
+    ``dropped``, so memory stays bounded however fast reports arrive.
+
     Attributes:
         counters: how many messages met each fate (names: :data:`COUNTERS`).
     """
@@ -356,6 +363,7 @@ class Consumer:
         settings: Settings | None = None,
         prefetch: int = 100,
         halt_on_error: bool = False,
+        no_ack: bool = False,
     ) -> None:
         self.settings = settings if settings is not None else load_settings()
         if prefetch < 1:
@@ -364,6 +372,7 @@ class Consumer:
         self.callback = resolve_callback(callback)
         self.prefetch = prefetch
         self.halt_on_error = halt_on_error
+        self.no_ack = no_ack
         self.counters: dict[str, int] = dict.fromkeys(COUNTERS, 0)
         self._inbox: asyncio.Queue[_Inbox] = asyncio.Queue()
         self._stopped = asyncio.Event()
@@ -526,7 +535,9 @@ class Consumer:
             for key in binding.routing_keys:
                 await channel.queue_bind(names[binding.queue], binding.exchange, routing_key=key)
         for name in names.values():
-            await channel.basic_consume(name, functools.partial(self._deliver, channel, name))
+            await channel.basic_consume(
+                name, functools.partial(self._deliver, channel, name), no_ack=self.no_ack
+            )
         self._consuming.set()
         return channel, cancelled
 
@@ -536,6 +547,11 @@ class Consumer:
         queue: str,
         message: aiormq.abc.DeliveredMessage,
     ) -> None:
+        if self.no_ack and self._inbox.qsize() >= self.prefetch:
+            # Already settled, so waiting would only grow memory. The oldest goes, as the
+            # queue's own drop-head would: a task's latest report is the one worth showing.
+            self._inbox.get_nowait()
+            self.counters["dropped"] += 1
         self._inbox.put_nowait(_Inbox(channel, queue, message))
 
     async def _work(self) -> None:
@@ -543,10 +559,11 @@ class Consumer:
         try:
             while True:
                 item = await self._inbox.get()
-                if item.channel.is_closed:
+                if item.channel.is_closed and not self.no_ack:
                     continue  # from a lost connection: the broker has requeued it already
                 outcome = await self._handle(item)
-                await self._settle(item, outcome.verdict)
+                if not self.no_ack:
+                    await self._settle(item, outcome.verdict)
                 if outcome.halt is not None:
                     halt = outcome.halt
                     log.info("consumer halted (exit code %d): %s", halt.exit_code, halt.reason)

@@ -30,7 +30,11 @@ __all__ = [
 DEFAULT_URL: Final = "amqp://guest:guest@127.0.0.1:5672/"
 ENV_PREFIX: Final = "STREAMER_"
 # Variables that configure how settings are found rather than being settings themselves.
-_ENV_NOT_SETTINGS: Final = frozenset({"STREAMER_CONFIG"})
+# STREAMER_* variables that are not publisher settings: the config file, the dashboard's
+# credentials (read by the dashboard command only).
+_ENV_NOT_SETTINGS: Final = frozenset(
+    {"STREAMER_CONFIG", "STREAMER_DASHBOARD_TOKEN", "STREAMER_DASHBOARD_BASIC_AUTH"}
+)
 
 
 def mask_url(url: str) -> str:
@@ -246,7 +250,7 @@ def load_settings(
             try:
                 msgspec.convert({name: value}, Settings, strict=strict)
             except msgspec.ValidationError as exc:
-                shown = mask_url(value) if name == "url" and isinstance(value, str) else value
+                shown = _masked(value) if name == "url" else value
                 raise ConfigError(
                     f"setting {name}={shown!r} from {source}: {_reason(exc)}"
                 ) from None
@@ -279,6 +283,15 @@ def resolve_settings(
     if url is not None or exchange is not None or options or config is not None:
         raise TypeError("pass either settings= or individual options, not both")
     return settings
+
+
+def _masked(url: object) -> object:
+    """A url setting (one URL or several) with every password masked, for error messages."""
+    if isinstance(url, str):
+        return mask_url(url)
+    if isinstance(url, list | tuple):
+        return type(url)(_masked(u) for u in url)
+    return url
 
 
 def _reason(exc: msgspec.ValidationError) -> str:

@@ -117,19 +117,10 @@ def _short_type(task_type: str | None) -> str:
     return _shorten(kept, _TYPE_WIDTH)
 
 
-def _timestamp(value: datetime | None) -> float | None:
-    if value is None:
-        return None
-    if value.tzinfo is None:  # RFC 3339 without offset: the publisher writes UTC
-        value = value.replace(tzinfo=UTC)
-    return value.timestamp()
-
-
 def _elapsed(task: TaskState, now: float) -> float:
     """Since the task's own start time when it sent one, else since we first saw it."""
-    start = _timestamp(task.report.start_time)
-    end = (_timestamp(task.report.finish_time) or task.last_seen) if task.finished else now
-    return max(end - (start if start is not None else task.first_seen), 0.0)
+    end = task.ended
+    return max((now if end is None else end) - task.started, 0.0)
 
 
 def _bar(task: TaskState) -> Text:
