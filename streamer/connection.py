@@ -283,10 +283,17 @@ class Connection(asyncio.Protocol):
         log.info("declared topic exchange %r", exchange)
 
     def _beat(self) -> None:
+        """Send a heartbeat every half interval; drop a peer silent for two intervals.
+
+        The next check is due when the silence would reach two intervals, if that comes
+        before the next heartbeat, so a dead link is noticed at two intervals, not up to
+        half an interval later.
+        """
         if self.state is not State.OPEN or self._transport is None:
             return
         silent = self._loop.time() - self._last_rx
-        if silent > 2 * self.heartbeat:
+        limit = 2 * self.heartbeat
+        if silent >= limit:
             log.warning(
                 "no data from %s for %.1f s; treating the connection as dead",
                 mask_url(self.url),
@@ -295,7 +302,7 @@ class Connection(asyncio.Protocol):
             self._fail(ConnectionResetError(f"heartbeat missed for {silent:.1f} s"))
             return
         self._transport.write(_HEARTBEAT)
-        self._timer = self._loop.call_later(self.heartbeat / 2, self._beat)
+        self._timer = self._loop.call_later(min(self.heartbeat / 2, limit - silent), self._beat)
 
     def write(self, data: bytes) -> None:
         """Queue bytes on the socket; never waits (flow control is ``writable``).

@@ -125,10 +125,15 @@ class BackgroundPublisher:
         Raises:
             InvalidReport: bad task id or state, unserialisable or oversized report.
         """
-        if type(report) is not Report or report.state not in STATES:
+        try:
+            if type(report) is not Report or report.state not in STATES:
+                refuse(report)
+            known = report.task_id in self._known
+        except TypeError:  # an unhashable state or task id
             refuse(report)
+            raise
         task_id = report.task_id
-        if task_id not in self._known:
+        if not known:
             routing_key(task_id, self.settings.routing_prefix)
             if len(self._known) >= self.settings.max_tasks:
                 self._known.clear()

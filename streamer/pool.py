@@ -18,6 +18,7 @@ import enum
 import logging
 import os
 import random
+import ssl
 import warnings
 import weakref
 from collections import OrderedDict
@@ -171,6 +172,9 @@ class _Keeper(ConnectionCallbacks):
             except AuthenticationError as exc:
                 self._report(logging.ERROR, url, exc)
                 continue
+            except ssl.SSLCertVerificationError as exc:  # retrying will not help: say why
+                self._report(logging.ERROR, url, _untrusted(exc))
+                continue
             except (OSError, TimeoutError, BrokerError, EOFError) as exc:
                 self._report(logging.WARNING, url, exc)
                 continue
@@ -180,7 +184,7 @@ class _Keeper(ConnectionCallbacks):
             return conn
         return None
 
-    def _report(self, level: int, url: str, exc: BaseException) -> None:
+    def _report(self, level: int, url: str, exc: BaseException | str) -> None:
         self.attempts += 1
         # Loud on the first failure, then once in a while: a long outage must not flood logs.
         if self.attempts == 1 or self.attempts % 50 == 0:
@@ -191,6 +195,14 @@ class _Keeper(ConnectionCallbacks):
                 self.attempts,
                 str(exc) or repr(exc),
             )
+
+
+def _untrusted(exc: ssl.SSLCertVerificationError) -> str:
+    """What to fix when the broker's TLS certificate does not verify."""
+    return (
+        f"the broker's TLS certificate is not trusted ({exc.verify_message or exc}); set "
+        "ca_file to the CA bundle that signed it and connect by a host name it was issued for"
+    )
 
 
 class ConnectionPool:

@@ -263,10 +263,14 @@ class Publisher(PoolOwner):
             InvalidReport: bad task id or state, unserialisable or oversized report.
             RuntimeError: the publisher was never started.
         """
-        if type(report) is not Report or report.state not in STATES:
+        try:
+            if type(report) is not Report or report.state not in STATES:
+                refuse(report)
+            task = self._tasks.get(report.task_id)
+        except TypeError:  # an unhashable state or task id
             refuse(report)
+            raise
         state = report.state
-        task = self._tasks.get(report.task_id)
         if task is None:
             task = self._new_task(report.task_id)
         seq = task.seq + 1

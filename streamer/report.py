@@ -77,11 +77,13 @@ def refuse(report: object) -> None:
     """Raise the :class:`InvalidReport` that says why ``report`` cannot be published.
 
     Publishers check the cheap conditions inline on their hot path and call this to
-    word the error (its checks: a ``Report``, with a known state).
+    word the error (its checks: a ``Report``, with a string task id and a known state).
     """
     if type(report) is not Report:
         raise InvalidReport(f"publish() takes a streamer.Report, got {type(report).__name__}")
-    if report.state not in STATES:
+    if not isinstance(report.task_id, str):
+        raise InvalidReport(f"task_id must be a string, got {type(report.task_id).__name__}")
+    if not isinstance(report.state, str) or report.state not in STATES:
         raise InvalidReport(
             f"unknown state {report.state!r} for task {report.task_id!r}; "
             f"expected one of {', '.join(sorted(STATES))}"

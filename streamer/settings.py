@@ -69,7 +69,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
         heartbeat: AMQP heartbeat interval in seconds (0 disables; a dead peer is noticed
             after two silent intervals).
         reconnect_min: first reconnect delay in seconds (doubles, jittered, up to reconnect_max).
-        reconnect_max: longest reconnect delay in seconds.
+        reconnect_max: longest reconnect delay in seconds (each wait is jittered between half
+            of it and all of it, so a broker that comes back is found within about a second).
         close_timeout: seconds ``close()`` waits for pending confirms before dropping them.
         mandatory: ask the broker to return unroutable reports (counted as dropped, ``returned``).
         headers: also send ``task_id``, ``state``, ``seq``, ``host`` and ``pid`` as an AMQP
@@ -99,7 +100,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     connect_timeout: float = 5.0
     heartbeat: int = 30
     reconnect_min: float = 0.1
-    reconnect_max: float = 2.0
+    reconnect_max: float = 1.0
     close_timeout: float = 5.0
     mandatory: bool = False
     headers: bool = False

@@ -28,6 +28,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NoReturn
 from urllib.parse import urlsplit
@@ -42,6 +43,24 @@ _DEBIAN_BIN = Path("/usr/lib/rabbitmq/bin")
 _SEARCH_PATH = os.pathsep.join([os.environ.get("PATH", ""), "/usr/local/sbin", "/usr/sbin"])
 _CONNECTION_FIELDS = ("name", "peer_port", "state", "channels")
 _counter = itertools.count(1)
+# A TLS listener next to the plain one; clients are not asked for certificates.
+_TLS_CONFIG = """\
+listeners.ssl.default = 127.0.0.1:{port}
+ssl_options.cacertfile = {d}/ca.pem
+ssl_options.certfile = {d}/cert.pem
+ssl_options.keyfile = {d}/key.pem
+ssl_options.verify = verify_none
+ssl_options.fail_if_no_peer_cert = false
+"""
+
+
+@dataclass(frozen=True)
+class TlsFiles:
+    """PEM text for a node's TLS listener: the CA, the server certificate and its key."""
+
+    ca: str
+    cert: str
+    key: str
 
 
 def amqp_ping(port: int, host: str = "127.0.0.1", timeout: float = 2.0) -> bool:
@@ -105,8 +124,10 @@ class PrivateNode:
     Unless ``keep_running``, the node is stopped and its data dir deleted by :meth:`close`, at
     interpreter exit (atexit), or, if this process dies without running atexit (SIGKILL,
     ``os._exit``), by a watchdog process that sees a pipe we hold close. ``extra_config`` is
-    appended to rabbitmq.conf (e.g. a TLS listener; its files must be readable by ``rabbitmq``).
+    appended to rabbitmq.conf; ``tls`` adds a TLS listener on ``tls_port`` (``tls_url``).
     guest can log in without touching ``loopback_users``, as we connect over loopback.
+    ``serving_at`` is the monotonic time the last :meth:`start` first saw the node answer AMQP
+    (fault tests measure reconnect times from it).
     """
 
     def __init__(
@@ -117,13 +138,17 @@ class PrivateNode:
         dist_port: int | None = None,
         extra_config: str = "",
         keep_running: bool = False,
+        tls: TlsFiles | None = None,
     ) -> None:
         self.name = f"{prefix}-{os.getpid()}-{next(_counter)}@localhost"
         self.port = port or _free_port()
         self.dist_port = dist_port or _free_port()
         self.extra_config = extra_config
         self.keep_running = keep_running
+        self.tls = tls
+        self.tls_port = _free_port() if tls is not None else 0
         self.data_dir: Path | None = None
+        self.serving_at = 0.0
         self._watchdog: subprocess.Popen[bytes] | None = None
 
     def __enter__(self) -> PrivateNode:
@@ -136,6 +161,13 @@ class PrivateNode:
     @property
     def url(self) -> str:
         return f"amqp://guest:guest@127.0.0.1:{self.port}/"
+
+    @property
+    def tls_url(self) -> str:
+        """The TLS listener, by the name its certificate is issued for (``localhost``)."""
+        if self.tls is None:
+            raise RuntimeError("this node has no TLS listener (pass tls=TlsFiles(...))")
+        return f"amqps://guest:guest@localhost:{self.tls_port}/"
 
     @property
     def pid(self) -> int | None:
@@ -182,7 +214,8 @@ class PrivateNode:
                 self._fail("the Erlang VM exited")
             if "BOOT FAILED" in self._read("log", log_name)[seen:]:
                 self._fail("BOOT FAILED")
-            time.sleep(0.2)
+            time.sleep(0.05)
+        self.serving_at = time.monotonic()
         self.ctl("await_startup", timeout=max(5.0, deadline - time.monotonic()))
 
     def stop(self, timeout: float = 30) -> None:
@@ -205,6 +238,31 @@ class PrivateNode:
                 os.kill(pid, signal.SIGKILL)
                 deadline = float("inf")
             time.sleep(0.05)
+
+    def kill(self) -> None:
+        """Crash the node (SIGKILL, no goodbye to clients) and wait until it is gone."""
+        pid = self.pid
+        if pid is None or not _alive(pid):
+            return
+        os.kill(pid, signal.SIGKILL)
+        while _alive(pid):
+            time.sleep(0.02)
+
+    def join(self, other: PrivateNode) -> None:
+        """Make this node a member of ``other``'s cluster (wiping this node's own data).
+
+        Both nodes run as the ``rabbitmq`` user and so share its Erlang cookie.
+        """
+        self.ctl("stop_app")
+        self.ctl("reset")
+        self.ctl("join_cluster", other.name)
+        self.ctl("start_app")
+        self.ctl("await_startup")
+
+    def cluster_nodes(self) -> list[str]:
+        """The running members of this node's cluster, as the node itself sees them."""
+        status = json.loads(self.ctl("-q", "cluster_status", "--formatter", "json"))
+        return sorted(status["running_nodes"])
 
     def restart(self, timeout: float = 60) -> None:
         """Stop and start again with the same ports and data, like a broker restart."""
@@ -239,6 +297,15 @@ class PrivateNode:
         fields = _CONNECTION_FIELDS
         return list(json.loads(self.ctl("-q", "list_connections", *fields, "--formatter", "json")))
 
+    def client_names(self) -> list[str]:
+        """The ``connection_name`` each connected client gave (client properties)."""
+        out = self.ctl("-q", "list_connections", "client_properties", "--formatter", "json")
+        names = []
+        for conn in json.loads(out or "[]"):
+            props = {name: value for name, _, value in conn["client_properties"]}
+            names.append(str(props.get("connection_name", "")))
+        return sorted(names)
+
     def channels_count(self) -> int:
         return len(json.loads(self.ctl("-q", "list_channels", "pid", "--formatter", "json")))
 
@@ -255,6 +322,9 @@ class PrivateNode:
             self.data_dir = Path(tempfile.mkdtemp(prefix=f"{self.name.partition('@')[0]}-"))
         conf = f"listeners.tcp.1 = 127.0.0.1:{self.port}\n{self.extra_config}\n"
         files = {"rabbitmq.conf": conf, "plugins": "[].\n"}
+        if self.tls is not None:
+            files |= {"ca.pem": self.tls.ca, "cert.pem": self.tls.cert, "key.pem": self.tls.key}
+            files["rabbitmq.conf"] += _TLS_CONFIG.format(port=self.tls_port, d=self.data_dir)
         for file, text in files.items():
             (self.data_dir / file).write_text(text)
         for stale in ("pid", "erl_crash.dump"):  # left by a crash; would fake a failed start

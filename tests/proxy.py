@@ -2,14 +2,17 @@
 
 ``reset()`` kills every proxied connection at once (like a broker crash or a network reset)
 while new connections keep working; ``stop()``/``start()`` take the listening side away
-(like a broker that is down); ``blackhole`` keeps sockets open but forwards nothing (a
-half-open link, only heartbeats can tell).
+(like a broker that is down); ``blackhole`` keeps sockets open but forwards nothing, not even
+a close (a half-open link: only heartbeats can tell); ``latency`` delays every chunk by that
+many seconds in each direction (a slow link), for connections accepted after it is set.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Coroutine
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 
@@ -20,6 +23,7 @@ class Proxy:
         self._template = parts
         self.port = 0
         self.blackhole = False
+        self.latency = 0.0
         self.accepted = 0
         self._server: asyncio.Server | None = None
         self._pairs: set[tuple[asyncio.StreamWriter, asyncio.StreamWriter]] = set()
@@ -64,9 +68,13 @@ class Proxy:
         pair = (writer, up_writer)
         self._pairs.add(pair)
         for src, dst in ((reader, up_writer), (up_reader, writer)):
-            task = asyncio.get_running_loop().create_task(self._pipe(src, dst))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+            pipe = self._slow_pipe(src, dst, self.latency) if self.latency else self._pipe(src, dst)
+            self._spawn(pipe)
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     async def _pipe(self, src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
         with contextlib.suppress(OSError, asyncio.CancelledError, RuntimeError):
@@ -74,7 +82,38 @@ class Proxy:
                 if not self.blackhole:
                     dst.write(data)
                     await dst.drain()
-        dst.transport.abort()
+        if not self.blackhole:  # a black hole swallows the goodbye too: only heartbeats tell
+            dst.transport.abort()
+
+    async def _slow_pipe(
+        self, src: asyncio.StreamReader, dst: asyncio.StreamWriter, latency: float
+    ) -> None:
+        """Forward each chunk ``latency`` seconds after it arrived, in order.
+
+        The queue is bounded, so a peer that does not read pushes back on the sender as it
+        would through a real link, instead of piling up data here.
+        """
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[tuple[float, bytes]] = asyncio.Queue(maxsize=64)
+
+        async def deliver() -> None:
+            with contextlib.suppress(OSError, asyncio.CancelledError, RuntimeError):
+                while True:
+                    due, data = await queue.get()
+                    if not data:
+                        break
+                    await asyncio.sleep(due - loop.time())
+                    dst.write(data)
+                    await dst.drain()
+            dst.transport.abort()
+
+        self._spawn(deliver())
+        with contextlib.suppress(OSError, asyncio.CancelledError, RuntimeError):
+            while data := await src.read(65536):
+                if not self.blackhole:
+                    await queue.put((loop.time() + latency, data))
+            if not self.blackhole:
+                await queue.put((loop.time() + latency, b""))  # end of stream, after the data
 
     async def __aenter__(self) -> Proxy:
         await self.start()

@@ -1,0 +1,254 @@
+"""TLS with certificate verification on by default, and credentials that never leak.
+
+The private node has a TLS listener whose certificate a throwaway CA (trustme) issued for
+``localhost``. Clients told about that CA connect; clients that are not (the system trust
+store) or that use another host name must fail, with an error that says what to fix.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import secrets
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote, urlsplit, urlunsplit
+
+import pytest
+from prometheus_client import CollectorRegistry, generate_latest
+
+from streamer import BackgroundPublisher, Publisher, Report
+from streamer.consumer import Consumer, Message
+from streamer.errors import StreamerError
+from streamer.metrics import PublisherCollector
+from streamer.settings import Settings, load_settings
+from tests.broker import PrivateNode
+from tests.faults.conftest import record
+from tests.proxy import Proxy
+
+STREAMER = str(Path(sys.executable).with_name("streamer"))
+
+
+def exchange_name() -> str:
+    return f"streamer.faults.tls.{uuid.uuid4().hex[:8]}"
+
+
+@contextlib.asynccontextmanager
+async def consuming(consumer: Consumer, timeout: float = 10) -> AsyncIterator[None]:
+    running = asyncio.ensure_future(consumer.run())
+    try:
+        waiting = asyncio.ensure_future(consumer.consuming.wait())
+        await asyncio.wait({running, waiting}, timeout=timeout, return_when="FIRST_COMPLETED")
+        waiting.cancel()
+        if running.done():
+            running.result()
+        assert consumer.consuming.is_set(), "the consumer did not start"
+        yield
+    finally:
+        consumer.stop()
+        await running
+
+
+async def test_tls_with_the_right_ca(node: PrivateNode, ca_file: str) -> None:
+    exchange = exchange_name()
+    settings = Settings(url=node.tls_url, exchange=exchange, ca_file=ca_file)
+    seen: list[Message] = []
+    async with consuming(Consumer(seen.append, settings=settings)):
+        async with Publisher(settings=settings) as pub:
+            pub.publish(Report(task_id="tls", state="finished"))
+            assert await pub.flush(10)
+            assert pub.stats.confirmed == 1
+            out = await asyncio.to_thread(
+                node.ctl, "-q", "list_connections", "ssl", "peer_port", "--formatter", "json"
+            )
+            assert [c["ssl"] for c in json.loads(out)] == [True, True]  # consumer, publisher
+        async with asyncio.timeout(10):
+            while not seen:
+                await asyncio.sleep(0.02)
+    assert seen[0].report.task_id == "tls"
+
+
+async def _publisher_error(url: str, caplog: pytest.LogCaptureFixture, **options: Any) -> str:
+    """Run a publisher against ``url``: nothing may raise; return what it logged as errors."""
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="streamer"):
+        async with Publisher(url, exchange_name(), connect_timeout=1, **options) as pub:
+            pub.publish(Report(task_id="x", state="running"))
+            assert pub.stats.dropped_by_reason["disconnected"] == 1
+            assert pub.stats.connections == 0
+    return "\n".join(r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR)
+
+
+async def test_publisher_refuses_an_untrusted_certificate(
+    node: PrivateNode, ca_file: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The system trust store does not know our CA: verification is on by default.
+    errors = await _publisher_error(node.tls_url, caplog)
+    assert "TLS certificate is not trusted" in errors, errors
+    assert "set ca_file" in errors and "guest:***@localhost" in errors, errors
+    # The right CA but another name than the certificate's: the host name is checked too.
+    by_ip = node.tls_url.replace("localhost", "127.0.0.1")
+    errors = await _publisher_error(by_ip, caplog, ca_file=ca_file)
+    assert "TLS certificate is not trusted" in errors and "mismatch" in errors, errors
+
+
+async def _consumer_error(settings: Settings, caplog: pytest.LogCaptureFixture) -> str:
+    """Let a consumer try for 2 s: it must never consume; return what it logged."""
+    consumer = Consumer(lambda message: None, settings=settings)
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="streamer"):
+        running = asyncio.ensure_future(consumer.run())
+        await asyncio.sleep(2)
+        assert not consumer.consuming.is_set(), "the consumer trusted an unknown certificate"
+        consumer.stop()
+        await running
+    return "\n".join(r.getMessage() for r in caplog.records)
+
+
+async def test_consumer_refuses_an_untrusted_certificate(
+    node: PrivateNode, ca_file: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    settings = Settings(url=node.tls_url, exchange=exchange_name(), reconnect_max=0.5)
+    assert Consumer(lambda message: None, settings=settings)._tls(node.tls_url) == {}, (
+        "without ca_file the consumer must leave aiormq's default (verifying) context alone"
+    )
+    logged = await _consumer_error(settings, caplog)
+    assert "certificate verify failed" in logged and "guest:***@localhost" in logged, logged
+    by_ip = node.tls_url.replace("localhost", "127.0.0.1")
+    settings = Settings(url=by_ip, exchange=exchange_name(), ca_file=ca_file, reconnect_max=0.5)
+    logged = await _consumer_error(settings, caplog)
+    assert "certificate verify failed" in logged and "mismatch" in logged, logged
+
+
+def _with_credentials(url: str, user: str, password: str) -> str:
+    parts = urlsplit(url)
+    netloc = f"{user}:{quote(password, safe='')}@{parts.hostname}:{parts.port}"
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+def _cli(*args: str, url: str) -> str:
+    env = {**os.environ, "STREAMER_URL": url, "STREAMER_CONNECT_TIMEOUT": "1"}
+    env.pop("STREAMER_CONFIG", None)
+    done = subprocess.run(
+        [STREAMER, *args], capture_output=True, text=True, timeout=60, env=env, check=False
+    )
+    return f"{done.returncode}\n{done.stdout}\n{done.stderr}"
+
+
+@pytest.mark.timeout(180)
+async def test_credentials_never_shown(
+    node: PrivateNode, proxy: Proxy, caplog: pytest.LogCaptureFixture, free_port: int
+) -> None:
+    """A real password, used through reconnects, heartbeats, outages, refusals, TLS failures,
+    config errors and the command line, appears in no log line, repr, error or metric."""
+    user = f"leak-{uuid.uuid4().hex[:6]}"
+    password = f"S3cret-{secrets.token_hex(6)}!@"
+    await asyncio.to_thread(node.ctl, "add_user", user, password)
+    await asyncio.to_thread(node.ctl, "set_permissions", "-p", "/", user, ".*", ".*", ".*")
+    url = _with_credentials(proxy.url, user, password)
+    wrong = _with_credentials(proxy.url, user, password[::-1])
+    refused = _with_credentials(f"amqp://127.0.0.1:{free_port}/", user, password)
+    untrusted = _with_credentials(node.tls_url, user, password)
+    exchange = exchange_name()
+    shown: list[str] = []  # everything a person or a program could get to see
+
+    caplog.set_level(logging.DEBUG)  # every logger, aiormq's and asyncio's included
+    listener = Consumer(lambda m: None, settings=Settings(url=url, exchange=exchange))
+    async with (
+        consuming(listener),
+        Publisher(url, exchange, heartbeat=1, reconnect_max=0.2) as pub,
+    ):
+        pub.publish(Report(task_id="s", state="running"))
+        assert await pub.flush(10)
+        await proxy.reset()  # both reconnect, and say so
+        async with asyncio.timeout(20):
+            while pub.stats.reconnects < 1 or not pub.stats.channels:
+                await asyncio.sleep(0.05)
+        proxy.blackhole = True  # the heartbeat gives up on the publisher's connection
+        async with asyncio.timeout(10):
+            while pub.stats.reconnects < 2:
+                await asyncio.sleep(0.05)
+        proxy.blackhole = False
+        await proxy.stop()  # refused connections, retried
+        await asyncio.sleep(1)
+        await proxy.start()
+        pub.publish(Report(task_id="s", state="finished"))
+        await pub.flush(10)
+        registry = CollectorRegistry()
+        registry.register(PublisherCollector(pub))
+        shown += [repr(pub), str(pub), repr(pub.settings), repr(pub._pool), repr(pub.stats)]
+        shown.append(generate_latest(registry).decode())
+
+    def background() -> list[str]:  # in a thread: the proxy needs this event loop
+        with BackgroundPublisher(url, exchange) as bg:
+            bg.publish(Report(task_id="b", state="finished"))
+            assert bg.flush(10)
+            return [repr(bg), repr(bg.settings), repr(bg.stats)]
+
+    shown += await asyncio.to_thread(background)
+    for bad in (wrong, refused, untrusted):
+        async with Publisher(bad, exchange, connect_timeout=0.5) as pub:
+            pub.publish(Report(task_id="w", state="running"))
+            shown.append(repr(pub))
+        consumer = Consumer(lambda m: None, settings=Settings(url=bad, exchange=exchange))
+        with contextlib.suppress(StreamerError, TimeoutError):  # refused: raises; else retries
+            async with asyncio.timeout(2):
+                await consumer.run()
+        shown.append(repr(consumer))
+    for bad_value in (
+        {"url": url.replace(f":{proxy.port}", ":99999")},
+        {"url": url.replace("amqp://", "http://")},
+        {"url": (url, url.replace("amqp://", "ftp://"))},
+        {"url": url, "channels": "two"},
+    ):
+        with pytest.raises(StreamerError) as info:
+            load_settings(env={}, **bad_value)
+        shown.append(str(info.value))
+    runs = (
+        (["listen", "-vv", "--timeout", "2"], url),
+        (["listen", "-vv", "--timeout", "2"], refused),
+        (["listen", "-vv", "--timeout", "2"], wrong),
+        (["simulate", "-vv", "--tasks", "1"], url),
+        (["listen", "--url", url.replace("amqp://", "http://")], url),
+        (["simulate", "-v", "--tasks", "1", "--url", refused], url),
+    )
+    # In threads, all at once: the proxy they go through runs on this event loop.
+    shown += await asyncio.gather(*(asyncio.to_thread(_cli, *a, url=u) for a, u in runs))
+    formatter = logging.Formatter("%(name)s %(levelname)s %(message)s")
+    shown += [formatter.format(r) for r in caplog.records]
+
+    text = "\n".join(shown)
+    for form in {password, quote(password, safe=""), password[::-1]}:
+        assert form not in text, f"the password appeared in:\n{_around(text, form)}"
+    # The scenarios really happened (else the absence above would prove nothing).
+    for evidence in (
+        "lost connection to",
+        "heartbeat missed",
+        "cannot connect to",
+        "ACCESS_REFUSED",
+        "TLS certificate is not trusted",
+        f"{user}:***@",
+        "configuration error",
+    ):
+        assert evidence in text, f"no {evidence!r} in what was shown"
+    record(
+        "credentials",
+        texts_checked=len(shown),
+        log_records=len(caplog.records),
+        characters_checked=len(text),
+        occurrences_of_password=0,
+        checked_at=time.strftime("%Y-%m-%d"),
+    )
+
+
+def _around(text: str, needle: str) -> str:
+    at = text.index(needle)
+    return text[max(0, at - 300) : at + 100]
