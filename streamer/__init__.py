@@ -19,6 +19,7 @@ from .errors import (
     InvalidReport,
     Nack,
     StreamerError,
+    UntrustedCertificate,
 )
 from .publisher import Publisher
 from .report import STATES, TERMINAL_STATES, Report, TaskError, decode, encode
@@ -48,6 +49,7 @@ __all__ = [
     "StreamerError",
     "TaskError",
     "TaskReporter",
+    "UntrustedCertificate",
     "__version__",
     "consume",
     "decode",

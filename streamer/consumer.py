@@ -39,6 +39,7 @@ from .errors import (
     Drop,
     HaltConsumer,
     Nack,
+    UntrustedCertificate,
 )
 from .report import Report, decode
 from .settings import Settings, load_settings, mask_url
@@ -471,6 +472,17 @@ class Consumer:
                         f"broker at {mask_url(url)} refused the credentials: {exc}", 403
                     ) from exc
                 log.warning("consumer cannot log in to %s: %s", mask_url(url), exc)
+            except (ssl.SSLCertVerificationError, aiormq.exceptions.AMQPConnectionError) as exc:
+                cert = _cert_error(exc)
+                if cert is None:
+                    log.warning("consumer cannot connect to %s: %s", mask_url(url), exc)
+                else:  # retrying will not help: say why
+                    untrusted = UntrustedCertificate(
+                        mask_url(url), cert.verify_message or str(cert)
+                    )
+                    if not connected_once:
+                        raise untrusted from exc
+                    log.error("consumer cannot connect: %s", untrusted)
             except (
                 OSError,
                 EOFError,
@@ -725,3 +737,13 @@ async def subscribe(
         consumer.stop()
         with contextlib.suppress(asyncio.CancelledError):
             await running
+
+
+def _cert_error(exc: BaseException) -> ssl.SSLCertVerificationError | None:
+    """The certificate failure behind ``exc`` (aiormq wraps it), if that is what it was."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, ssl.SSLCertVerificationError):
+            return seen
+        seen = seen.__cause__ or seen.__context__
+    return None

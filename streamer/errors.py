@@ -6,6 +6,7 @@ subclasses to say what to do with the message they were given::
 
     StreamerError
      ├── ConfigError        (also ValueError)  a setting is unknown, mistyped or invalid
+     │    └── UntrustedCertificate             the broker's TLS certificate did not verify
      ├── InvalidReport      (also ValueError)  a report cannot be published as given
      ├── BrokerError                           the broker refused us (consumers, handshakes)
      │    └── AuthenticationError              the broker rejected the credentials
@@ -29,6 +30,7 @@ __all__ = [
     "InvalidReport",
     "Nack",
     "StreamerError",
+    "UntrustedCertificate",
 ]
 
 
@@ -41,6 +43,20 @@ class ConfigError(StreamerError, ValueError):
 
     Fix the named setting (file, ``STREAMER_*`` variable or argument) and retry.
     """
+
+
+class UntrustedCertificate(ConfigError):
+    """The broker's TLS certificate did not verify (unknown CA, or issued for another name).
+
+    Retrying cannot help: set ``ca_file`` to the CA bundle that signed it and connect by a
+    host name it was issued for.
+    """
+
+    def __init__(self, url: str, reason: str) -> None:
+        super().__init__(
+            f"{url}: the broker's TLS certificate is not trusted ({reason}); set ca_file to "
+            "the CA bundle that signed it and connect by a host name it was issued for"
+        )
 
 
 class InvalidReport(StreamerError, ValueError):

@@ -26,7 +26,7 @@ from collections.abc import Callable
 from typing import Any, Final
 
 from .connection import Connection, ConnectionCallbacks, open_connection
-from .errors import AuthenticationError, BrokerError
+from .errors import AuthenticationError, BrokerError, UntrustedCertificate
 from .settings import Settings, mask_url
 
 __all__ = ["Channel", "ConnectionPool", "PoolOwner"]
@@ -173,7 +173,8 @@ class _Keeper(ConnectionCallbacks):
                 self._report(logging.ERROR, url, exc)
                 continue
             except ssl.SSLCertVerificationError as exc:  # retrying will not help: say why
-                self._report(logging.ERROR, url, _untrusted(exc))
+                reason = exc.verify_message or str(exc)
+                self._report(logging.ERROR, url, UntrustedCertificate(mask_url(url), reason))
                 continue
             except (OSError, TimeoutError, BrokerError, EOFError) as exc:
                 self._report(logging.WARNING, url, exc)
@@ -184,7 +185,7 @@ class _Keeper(ConnectionCallbacks):
             return conn
         return None
 
-    def _report(self, level: int, url: str, exc: BaseException | str) -> None:
+    def _report(self, level: int, url: str, exc: BaseException) -> None:
         self.attempts += 1
         # Loud on the first failure, then once in a while: a long outage must not flood logs.
         if self.attempts == 1 or self.attempts % 50 == 0:
@@ -195,14 +196,6 @@ class _Keeper(ConnectionCallbacks):
                 self.attempts,
                 str(exc) or repr(exc),
             )
-
-
-def _untrusted(exc: ssl.SSLCertVerificationError) -> str:
-    """What to fix when the broker's TLS certificate does not verify."""
-    return (
-        f"the broker's TLS certificate is not trusted ({exc.verify_message or exc}); set "
-        "ca_file to the CA bundle that signed it and connect by a host name it was issued for"
-    )
 
 
 class ConnectionPool:

@@ -27,6 +27,7 @@ def test_public_api_is_pinned() -> None:
         "StreamerError",
         "TaskError",
         "TaskReporter",
+        "UntrustedCertificate",
         "__version__",
         "consume",
         "decode",
