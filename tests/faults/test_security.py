@@ -22,11 +22,13 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlsplit, urlunsplit
 
+import aiohttp
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
 from streamer import BackgroundPublisher, Publisher, Report
 from streamer.consumer import Consumer, Message
+from streamer.dashboard import Auth, Dashboard
 from streamer.errors import StreamerError, UntrustedCertificate
 from streamer.metrics import PublisherCollector
 from streamer.settings import Settings, load_settings
@@ -248,3 +250,59 @@ async def test_credentials_never_shown(
 def _around(text: str, needle: str) -> str:
     at = text.index(needle)
     return text[max(0, at - 300) : at + 100]
+
+
+async def test_dashboard_never_shows_credentials(
+    node: PrivateNode, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The broker password, the token and the basic-auth password stay out of every route
+    (with and without credentials, 401s and the token hand-off included), the event stream,
+    the reprs and every log line (aiohttp's access log included)."""
+    user, password = f"dash-{uuid.uuid4().hex[:6]}", "Br0ker/" + secrets.token_urlsafe(12)
+    token, basic_password = "tok-" + secrets.token_urlsafe(12), "pw-" + secrets.token_urlsafe(12)
+    await asyncio.to_thread(node.ctl, "add_user", user, password)
+    await asyncio.to_thread(node.ctl, "set_permissions", "-p", "/", user, ".*", ".*", ".*")
+    url = _with_credentials(node.url, user, password)
+    settings = Settings(url=url, exchange=exchange_name())
+    caplog.set_level(logging.DEBUG)
+    shown: list[str] = []
+    routes = ("", "tasks/t1", "static/dashboard.js", "api/tasks", "api/tasks/t1", "metrics")
+    auth = Auth(token=token, basic=("ops", basic_password))
+    async with (
+        Dashboard(settings, port=0, auth=auth) as dash,
+        Publisher(settings=settings) as pub,
+        aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as http,
+    ):
+        async with asyncio.timeout(10):
+            await dash.consuming.wait()
+            pub.publish(Report(task_id="t1", state="running", worker_name="w", tags=["a"]))
+            while dash.board.get("t1") is None:
+                await asyncio.sleep(0.05)
+        shown += [repr(dash), repr(dash.auth), repr(dash.settings), str(dash.url)]
+
+        async def fetch(path: str, **kwargs: Any) -> str:
+            async with http.get(f"{dash.url}{path}", allow_redirects=False, **kwargs) as resp:
+                if path == "events":
+                    body = await resp.content.readuntil(b"\n\n") if resp.status == 200 else b""
+                else:
+                    body = await resp.read()
+                return f"{resp.status} {dict(resp.headers)} {body.decode(errors='replace')}"
+
+        for path in (*routes, "events", "healthz"):
+            shown.append(await fetch(path))  # no credentials: 401 (healthz: 200)
+        bearer = {"Authorization": f"Bearer {token}"}
+        for path in (*routes, "events"):
+            shown.append(await fetch(path, headers=bearer))
+        shown.append(await fetch(f"?token={token}"))  # the hand-off: 303 with a cookie
+        shown.append(str(list(http.cookie_jar)))
+        basic = {"Authorization": aiohttp.encode_basic_auth("ops", basic_password)}
+        shown.append(await fetch("api/tasks", headers=basic))
+    formatter = logging.Formatter("%(name)s %(levelname)s %(message)s")
+    shown += [formatter.format(r) for r in caplog.records]
+    text = "\n".join(shown)
+    for secret in (password, quote(password, safe=""), token, basic_password):
+        assert secret not in text, f"a secret appeared in:\n{_around(text, secret)}"
+    # It was all really seen (else the absence above would prove nothing).
+    for evidence in ('"t1"', "401", "303", "streamer_board_tasks", f"{user}:***@"):
+        assert evidence in text, f"no {evidence!r} in what was shown"
+    record("dashboard_credentials", texts_checked=len(shown), characters_checked=len(text))
