@@ -13,6 +13,10 @@ help:
 	@echo "make demo         stream simulated sync+publish tasks while a listener prints keys"
 	@echo "make test         the whole test suite against a real RabbitMQ"
 	@echo "make bench        throughput vs. other clients + publish() micro benchmarks"
+	@echo "make loadtest     30 s of locust task workers at 20,000 reports/s (LOADTEST=...)"
+	@echo "make capacity     locust capacity search: the highest sustained report rate"
+	@echo "make soak         10 minutes at 70% of the maximum rate: RSS and fds over time"
+	@echo "make faults-long  the fault tests' long variants (100 restarts, ...)"
 	@echo "make lint         ruff + mypy"
 
 # System packages some tests drive: headless Chromium (dashboard browser test) and Prometheus
@@ -46,14 +50,37 @@ unit: $(STAMP)
 bench: $(STAMP)
 	$(BROKER) $(BIN)/python bench/throughput.py
 	$(BROKER) $(BIN)/python -m pytest -p no:cacheprovider bench/ --benchmark-only \
-		--benchmark-autosave --benchmark-storage=bench/results/.benchmarks
+		--benchmark-storage=file://bench/baseline --benchmark-compare=0001 \
+		--benchmark-compare-fail=median:100% --benchmark-json=bench/results/latest.json
 
 bench-smoke: $(STAMP)
 	$(BROKER) $(BIN)/python bench/throughput.py --tasks 5 --reports 20 --repeat 1 --json /dev/null
 	$(BROKER) $(BIN)/python -m pytest -p no:cacheprovider bench/ --benchmark-disable -q
+	$(BROKER) $(BIN)/locust -f loadtest/locustfile.py --headless -u 5 --rate 1000 -t 4s \
+		--only-summary --exit-code-on-error 0 --csv bench/results/smoke
+
+# A 30 s run at a fixed rate, then the capacity search (docs/capacity-testing.md).
+.PHONY: loadtest capacity
+LOADTEST ?= -u 50 --rate 20000 -t 30s
+loadtest: $(STAMP)
+	$(BROKER) $(BIN)/locust -f loadtest/locustfile.py --headless $(LOADTEST) \
+		--csv bench/results/loadtest
+
+capacity: $(STAMP)
+	$(BROKER) $(BIN)/locust -f loadtest/locustfile.py --headless -u 50 --capacity \
+		--start-rate 15000 --rate-factor 1.2 --csv bench/results/capacity
+
+# Ten minutes at 70% of the maximum rate; RSS, fds and threads must stay flat (not in CI).
+.PHONY: soak faults-long
+soak: $(STAMP)
+	$(BROKER) $(BIN)/python bench/soak.py --json bench/results/soak.json
+
+# The fault tests' longer variants: 100 restarts, 50,000 pool cycles, more fuzzing.
+faults-long: $(STAMP)
+	$(BROKER) STREAMER_FAULTS_LONG=1 $(BIN)/python -m pytest -p no:cacheprovider tests/faults --timeout 7200
 
 lint: $(STAMP)
-	$(BIN)/ruff check streamer tests bench
+	$(BIN)/ruff check streamer tests bench loadtest
 	$(BIN)/mypy
 
 broker-stop: $(STAMP)

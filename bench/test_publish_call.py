@@ -16,8 +16,9 @@ import uvloop
 from call_latency import reports  # bench/ is on sys.path for its own tests
 from pytest_benchmark.fixture import BenchmarkFixture
 
-from streamer import Publisher, encode, routing_key
+from streamer import BackgroundPublisher, Publisher, encode, routing_key
 from streamer.frames import Framer
+from streamer.report import encode_unsequenced
 from streamer.settings import DEFAULT_URL
 
 REPORTS = reports()  # the same reports as call_latency.py measures
@@ -38,7 +39,7 @@ def _started(loop: asyncio.AbstractEventLoop, url: str) -> Publisher:
     return pub
 
 
-def _round_robin(pub: Publisher) -> object:
+def _round_robin(pub: Publisher | BackgroundPublisher) -> object:
     state = {"n": 0}
 
     def call() -> None:
@@ -50,6 +51,12 @@ def _round_robin(pub: Publisher) -> object:
 
 def test_encode_report(benchmark: BenchmarkFixture) -> None:
     assert len(benchmark(encode, REPORTS[0])) > 500
+
+
+def test_encode_unsequenced(benchmark: BenchmarkFixture) -> None:
+    """The background publisher's caller-side encode (seq is spliced in on the loop)."""
+    body, at = benchmark(encode_unsequenced, REPORTS[0], 1_700_000_000.0)
+    assert body[at : at + 1] == b"0"
 
 
 def test_routing_key(benchmark: BenchmarkFixture) -> None:
@@ -78,6 +85,18 @@ def test_publish_broker_down(benchmark: BenchmarkFixture, loop: asyncio.Abstract
     benchmark(_round_robin(pub))
     assert pub.stats.dropped == pub.stats.published
     loop.run_until_complete(pub.close())
+
+
+def test_background_publish_call(benchmark: BenchmarkFixture) -> None:
+    """BackgroundPublisher.publish() from a plain thread, broker up: validate, encode, hand
+    over to the loop thread (what a locust user or a Celery task pays per report)."""
+    with BackgroundPublisher(
+        os.environ.get("STREAMER_URL") or DEFAULT_URL, "streamer.bench.micro", max_pending=10**6
+    ) as pub:
+        benchmark(_round_robin(pub))
+        assert pub.flush(timeout=30)
+        stats = pub.stats
+    assert stats.balanced and stats.dropped == 0
 
 
 def test_publish_broker_up_coalescing(

@@ -1,0 +1,595 @@
+"""Locust users that are task workers publishing their status reports through streamer.
+
+Run from the repository root (docs/capacity-testing.md has every command)::
+
+    locust -f loadtest/locustfile.py --headless -u 50 --rate 20000 -t 30s --csv out/run
+    locust -f loadtest/locustfile.py --headless --capacity --csv out/capacity
+    locust -f loadtest/locustfile.py --headless --rates 5000:20,20000:20,40000:20
+    locust -f loadtest/locustfile.py --headless --processes 2 --rate 30000 -t 60s
+
+Each user is one simulated task worker (:mod:`loadtest.traffic`): a sync, then the publish it
+spawned, 400+ reports each, at ``--rate`` reports/s shared by all users. All users of a
+process share one :class:`~streamer.BackgroundPublisher`, whose uvloop runs in a real OS
+thread next to gevent's hub. Locust's request statistics are the publisher's own accounting
+(:mod:`loadtest.ledger`): one success per confirmed report with its confirm latency, one
+failure per dropped or coalesced report named by reason. A watcher on the master (or the
+only process) measures what consumers receive (:mod:`loadtest.watcher`), and one load shape
+drives the offered rate in every mode (:mod:`loadtest.capacity`): fixed, ``RATE:SECONDS``
+steps, or the capacity search. At the end the harness prints and checks the accounting
+identity; a mismatch makes the exit code 1.
+
+Distributed: ``--master`` / ``--worker`` and ``--processes`` work as usual. Workers attach
+their publisher's accounting to locust's worker reports; the master sums them, runs the
+shape (it tells the workers the per-user rate in a ``streamer_rate`` message) and the
+watcher.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import math
+import os
+import time
+from collections import deque
+from pathlib import Path
+from typing import Any
+
+import gevent
+from flask import request
+from locust import LoadTestShape, User, constant, events, task
+from locust.env import Environment
+from locust.runners import WORKER_REPORT_INTERVAL, LocalRunner, MasterRunner, WorkerRunner
+from locust.stats import CSV_STATS_INTERVAL_SEC
+
+from loadtest.capacity import (
+    Bounds,
+    CapacitySearch,
+    Plan,
+    StepResult,
+    Steps,
+    measure,
+    parse_steps,
+    table,
+    window,
+    write_reports,
+)
+from loadtest.ledger import (
+    Ledger,
+    Snapshot,
+    identity,
+    latency_quantiles,
+    locust_counts,
+    sum_snapshots,
+)
+from loadtest.traffic import Mix, Traffic
+from loadtest.watcher import Watcher
+from streamer import BackgroundPublisher
+from streamer.settings import DEFAULT_URL, mask_url
+from streamer.stats import LatencyHistogram
+
+log = logging.getLogger("loadtest")
+
+RATE_MESSAGE = "streamer_rate"
+_BOUNDS_MS = [LatencyHistogram.upper_bound(i) * 1e3 for i in range(71)]
+
+
+@events.init_command_line_parser.add_listener
+def _options(parser: Any) -> None:
+    group = parser.add_argument_group("streamer load", "task traffic through streamer")
+    group.add_argument("--exchange", default="streamer.loadtest", help="topic exchange")
+    group.add_argument(
+        "--rate", type=float, default=5000.0, help="offered reports/s over all users (fixed mode)"
+    )
+    group.add_argument(
+        "--rates", default="", help="variable rate: RATE:SECONDS steps, e.g. 5000:30,20000:30"
+    )
+    group.add_argument("--capacity", action="store_true", help="search the highest sustained rate")
+    group.add_argument("--start-rate", type=float, default=5000.0, help="capacity: first rate")
+    group.add_argument("--rate-factor", type=float, default=1.25, help="capacity: growth/step")
+    group.add_argument("--max-rate", type=float, default=200_000.0, help="capacity: ceiling")
+    group.add_argument("--step-time", type=float, default=10.0, help="capacity: s per step")
+    group.add_argument("--refine", type=int, default=2, help="capacity: bisection steps")
+    group.add_argument("--warmup", type=float, default=3.0, help="unmeasured s per step")
+    group.add_argument("--max-p99", type=float, default=100.0, help="bound: confirm p99, ms")
+    group.add_argument(
+        "--max-drop", type=float, default=0.001, help="bound: (coalesced+dropped)/published"
+    )
+    group.add_argument(
+        "--reach", type=float, default=0.95, help="bound: confirmed/s at least this x offered"
+    )
+    group.add_argument("--updates", type=int, default=420, help="reports per finished task")
+    group.add_argument("--error-rate", type=float, default=0.0, help="share of tasks failing")
+    group.add_argument("--cancel-rate", type=float, default=0.0, help="share canceled")
+    group.add_argument(
+        "--report-size", type=int, default=0, help="mean report bytes (0: the model's ~650)"
+    )
+    group.add_argument("--tick", type=float, default=0.02, help="shortest user sleep, s")
+    group.add_argument(
+        "--variants",
+        type=int,
+        default=16,
+        help="tasks generated per kind and outcome, then replayed with new ids (0: all fresh)",
+    )
+    group.add_argument("--no-watch", action="store_true", help="no end-to-end watcher")
+    group.add_argument(
+        "--sink",
+        action="store_true",
+        help="with --no-watch: bind a queue capped at 10,000 that nobody reads (the broker "
+        "then routes and enqueues every report, as in bench/throughput.py)",
+    )
+    group.add_argument(
+        "--per-report-events",
+        action="store_true",
+        help="fire one locust request event per report (slow; default: aggregated rows)",
+    )
+    group.add_argument(
+        "--publisher-option",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a streamer setting, e.g. max_pending=20000 (repeatable)",
+    )
+
+
+class Harness:
+    """Everything one locust process holds for the run (one per process)."""
+
+    def __init__(self, environment: Environment) -> None:
+        self.environment = environment
+        self.options = environment.parsed_options
+        self.per_user_rate = 0.0
+        self.publisher: BackgroundPublisher | None = None
+        self.traffic: Traffic | None = None
+        self.ledger: Ledger | None = None
+        self.watcher: Watcher | None = None
+        self.sink: Watcher | None = None
+        self.processes: dict[str, Snapshot] = {}  # latest snapshot per process
+        self.history: dict[str, deque[Snapshot]] = {}  # recent snapshots per process
+        self.plan: Plan | None = None
+        self.checked = False
+        self.reporting = False  # a worker sends its snapshot (from its test start to its final)
+        self._poller: gevent.Greenlet | None = None
+        self._user_index = 0
+
+    @property
+    def url(self) -> str:
+        return self.environment.host or os.environ.get("STREAMER_URL") or DEFAULT_URL
+
+    @property
+    def runs_users(self) -> bool:
+        return isinstance(self.environment.runner, LocalRunner | WorkerRunner)
+
+    @property
+    def collects(self) -> bool:
+        return isinstance(self.environment.runner, LocalRunner | MasterRunner)
+
+    def next_user(self) -> int:
+        self._user_index += 1
+        return self._user_index
+
+    # -- processes with users -------------------------------------------------------------------
+
+    def start_users_side(self) -> None:
+        options = self.options
+        if self.publisher is None:
+            settings: dict[str, Any] = {"connection_name": f"streamer loadtest {os.getpid()}"}
+            for item in options.publisher_option:
+                name, _, value = item.partition("=")
+                try:
+                    settings[name.strip()] = json.loads(value)
+                except ValueError:
+                    settings[name.strip()] = value
+            self.publisher = BackgroundPublisher(self.url, options.exchange, **settings)
+            mix = Mix(
+                updates=options.updates,
+                error_rate=options.error_rate,
+                cancel_rate=options.cancel_rate,
+                report_size=options.report_size,
+            )
+            self.traffic = Traffic(
+                self.publisher.publish, mix, tick=options.tick, variants=options.variants
+            )
+            self.ledger = Ledger(
+                self.environment,
+                self.publisher,
+                self.traffic.counts,
+                per_report_events=options.per_report_events,
+            )
+        assert self.ledger is not None
+        self.ledger.start()
+        self.reporting = True
+        self._poller = gevent.spawn(self._poll_forever)
+
+    def _poll_forever(self) -> None:
+        assert self.ledger is not None
+        while True:
+            gevent.sleep(1.0)
+            self.record("local", self.ledger.poll())
+
+    def record(self, process: str, snap: Snapshot) -> None:
+        self.processes[process] = snap
+        self.history.setdefault(process, deque(maxlen=600)).append(snap)
+
+    def stop_users_side(self) -> None:
+        """Users are stopped: flush, and log the last confirms and drops."""
+        if self._poller is not None:
+            self._poller.kill()
+            self._poller = None
+        if self.publisher is None or self.ledger is None:
+            return  # stopped before it ever started
+        if not self.publisher.flush(timeout=15):
+            log.warning("the publisher still had reports pending after 15 s")
+        self.record("local", self.ledger.poll(final=True))
+
+    # -- the master or the only process ---------------------------------------------------------
+
+    def live(self) -> dict[str, str]:
+        """The run so far, as the web UI's streamer tab shows it."""
+        snap = self.totals()
+        dropped = sum(snap["dropped"].values())
+        p50, p99 = latency_quantiles(snap["latency"], (0.5, 0.99))
+        rows = {
+            "per-user rate (reports/s)": f"{self.per_user_rate:,.1f}",
+            "published": f"{snap['published']:,}",
+            "confirmed": f"{snap['confirmed']:,}",
+            "coalesced": f"{snap['coalesced']:,}",
+            "dropped": f"{dropped:,} "
+            + ", ".join(f"{r} {n:,}" for r, n in snap["dropped"].items() if n),
+            "pending": f"{snap['pending']:,}",
+            "confirm latency p50 / p99 (ms)": f"{p50:.2f} / {p99:.2f}",
+            "tasks finished / started": f"{snap['tasks_done']:,} / {snap['tasks_started']:,}",
+        }
+        if self.watcher is not None:
+            w = self.watcher.snapshot()
+            e50, e99 = latency_quantiles(w["latency"], (0.5, 0.99))
+            rows["watcher: received"] = f"{w['received']:,}"
+            rows["watcher: end-to-end p50 / p99 (ms)"] = f"{e50:.2f} / {e99:.2f}"
+            rows["watcher: lost / out of order / duplicates"] = (
+                f"{w['lost']:,} / {w['out_of_order']:,} / {w['duplicates']:,}"
+            )
+        for r in self.plan.results if self.plan is not None else []:
+            rows[f"step {r.step}: {r.offered:,.0f}/s offered"] = (
+                f"confirmed {r.confirmed:,.0f}/s, p99 {r.p99:.1f} ms, drop {r.drop_ratio:.4f}"
+                f" ({'pass' if r.passed else r.why})"
+            )
+        return rows
+
+    def totals(self) -> Snapshot:
+        return sum_snapshots(self.processes.values())
+
+    def check(self) -> bool:
+        """Print the accounting identity, locust's totals and the watcher's findings."""
+        self.checked = True
+        if self.options.csv_prefix:
+            # Let locust's CSV writer (it writes every CSV_STATS_INTERVAL_SEC) record the
+            # final totals before the run ends.
+            gevent.sleep(CSV_STATS_INTERVAL_SEC + 0.2)
+        snap = self.totals()
+        counts = locust_counts(self.environment.stats)
+        ok, lines = identity(snap, counts)
+        if isinstance(self.environment.runner, MasterRunner) and not snap["final"]:
+            lines.append("note: a worker's final report did not arrive; counts may be partial")
+            ok = False
+        out = ["", "streamer accounting at test stop", *lines]
+        p50, p75, p95, p99 = latency_quantiles(snap["latency"], (0.5, 0.75, 0.95, 0.99))
+        out.append(
+            f"confirm latency ms: p50 {p50:.2f}  p75 {p75:.2f}  p95 {p95:.2f}  p99 {p99:.2f}; "
+            f"tasks finished {snap['tasks_done']:,} of {snap['tasks_started']:,} started "
+            f"({', '.join(f'{k} {v:,}' for k, v in snap['outcomes'].items())}); "
+            f"processes {snap['processes']}"
+        )
+        watched = None
+        if self.watcher is not None:
+            self.watcher.settle()
+            watched = self.watcher.snapshot()
+            e50, e99 = latency_quantiles(watched["latency"], (0.5, 0.99))
+            out.append(
+                f"watcher: received {watched['received']:,} of {snap['confirmed']:,} confirmed "
+                f"over {watched['tasks']:,} tasks; end-to-end ms p50 {e50:.2f} p99 {e99:.2f} "
+                f"max {watched['latency_max'] * 1e3:.1f}; lost (seq gaps) {watched['lost']:,} "
+                f"(publisher did not deliver {snap['coalesced'] + sum(snap['dropped'].values()):,}"
+                f"); out of order {watched['out_of_order']:,}; duplicates "
+                f"{watched['duplicates']:,}"
+            )
+            if self.watcher.error is not None:
+                out.append(f"watcher stopped early: {self.watcher.error!r}")
+        print("\n".join(out), flush=True)
+        if not ok:
+            log.error("streamer accounting and locust's totals disagree (see above)")
+            self.environment.process_exit_code = 1
+        self._write_summary(snap, counts, ok, watched)
+        return ok
+
+    def _write_summary(
+        self, snap: Snapshot, counts: dict[str, int], ok: bool, watched: dict[str, Any] | None
+    ) -> None:
+        prefix = self.options.csv_prefix
+        if not prefix:
+            return
+        Path(prefix).parent.mkdir(parents=True, exist_ok=True)
+        summary = {
+            "identity_ok": ok,
+            "streamer": snap,
+            "locust": counts,
+            "watcher": watched,
+            "processes": self.processes,
+        }
+        Path(f"{prefix}_streamer.json").write_text(json.dumps(summary, indent=2) + "\n")
+        if self.watcher is not None:
+            rows = self.watcher.rows()
+            with Path(f"{prefix}_tasks.csv").open("w", newline="") as f:
+                fields = [
+                    "task_id",
+                    "state",
+                    "last_seq",
+                    "received",
+                    "lost",
+                    "out_of_order",
+                    "duplicates",
+                    "e2e_max_ms",
+                ]
+                writer = csv.DictWriter(f, fieldnames=fields)
+                writer.writeheader()
+                writer.writerows(rows)
+
+
+harness: Harness | None = None
+
+
+def _harness() -> Harness:
+    assert harness is not None, "the locustfile's init listener has not run"
+    return harness
+
+
+@events.init.add_listener
+def _init(environment: Environment, **_: Any) -> None:
+    global harness
+    h = harness = Harness(environment)
+    runner = environment.runner
+
+    def on_rate(msg: Any, **_: Any) -> None:
+        h.per_user_rate = float(msg.data)
+
+    if isinstance(runner, LocalRunner | WorkerRunner):
+        runner.register_message(RATE_MESSAGE, on_rate)
+    if isinstance(runner, WorkerRunner):
+
+        @environment.events.report_to_master.add_listener
+        def _attach(data: dict[str, Any], **_: Any) -> None:
+            # The snapshot of what the stats being sent already hold (the poller logs and
+            # updates it without yielding, so they always agree).
+            if h.ledger is not None and h.reporting:
+                data["streamer"] = h.ledger.latest
+                h.reporting = h._poller is not None  # after a stop: the final one, once
+
+    if isinstance(runner, MasterRunner):
+
+        @environment.events.worker_report.add_listener
+        def _collect(client_id: str, data: dict[str, Any], **_: Any) -> None:
+            if "streamer" in data:
+                h.record(client_id, data["streamer"])
+
+    if environment.web_ui is not None and h.collects:
+        _extend_web_ui(environment, h)
+
+    if h.collects and not h.options.no_watch:
+        h.watcher = Watcher(h.url, h.options.exchange)
+        h.watcher.start()
+        log.info("watcher bound to %s on %s", h.options.exchange, mask_url(h.url))
+    elif h.collects and h.options.sink:
+        h.sink = Watcher(h.url, h.options.exchange, max_length=10_000, consume=False)
+        h.sink.start()
+        log.info("sink queue bound to %s on %s", h.options.exchange, mask_url(h.url))
+
+
+def _extend_web_ui(environment: Environment, h: Harness) -> None:
+    """A "streamer" tab in locust's web UI: the accounting, the watcher and the rate steps."""
+    web_ui = environment.web_ui
+    assert web_ui is not None
+    web_ui.template_args["extended_tabs"] = [{"title": "Streamer", "key": "streamer"}]
+    web_ui.template_args["extended_tables"] = [
+        {
+            "key": "streamer",
+            "structure": [{"key": "metric", "title": "Metric"}, {"key": "value", "title": "Value"}],
+        }
+    ]
+
+    @web_ui.app.after_request
+    def _add_rows(response: Any) -> Any:
+        if request.path == "/stats/requests" and response.is_json:
+            rows = [{"metric": k, "value": v} for k, v in h.live().items()]
+            extended = [{"key": "streamer", "data": rows}]
+            response.set_data(json.dumps({**response.json, "extended_stats": extended}))
+        return response
+
+
+@events.test_start.add_listener
+def _test_start(environment: Environment, **_: Any) -> None:
+    h = _harness()
+    h.checked = False
+    if h.collects:
+        h.processes.clear()
+        h.history.clear()
+        if h.watcher is not None:
+            h.watcher.reset()
+    if h.runs_users:
+        h.start_users_side()
+
+
+@events.test_stop.add_listener
+def _test_stop(environment: Environment, **_: Any) -> None:
+    h = _harness()
+    if isinstance(environment.shape_class, RateShape):
+        environment.shape_class.reset()  # a test started next (web UI) runs it from the top
+    if h.runs_users:
+        h.stop_users_side()
+    if isinstance(environment.runner, LocalRunner):
+        h.check()
+    elif isinstance(environment.runner, MasterRunner) and not environment.parsed_options.headless:
+        # Web UI: the workers' last reports follow within a report interval.
+        gevent.spawn_later(WORKER_REPORT_INTERVAL + 1, lambda: h.checked or h.check())
+
+
+@events.quitting.add_listener
+def _quitting(environment: Environment, **_: Any) -> None:
+    h = _harness()
+    if isinstance(environment.runner, MasterRunner) and not h.checked:
+        h.check()
+    for watcher in (h.watcher, h.sink):
+        if watcher is not None:
+            watcher.stop()
+    if h.publisher is not None:
+        h.publisher.close()
+
+
+class TaskWorker(User):
+    """One simulated task worker: a sync, then its publish, over and over."""
+
+    wait_time = constant(0)
+
+    def on_start(self) -> None:
+        self.index = _harness().next_user()
+
+    @task
+    def sync_and_publish(self) -> None:
+        h = _harness()
+        assert h.traffic is not None
+        h.traffic.run(self.index, lambda: h.per_user_rate)
+
+
+class RateShape(LoadTestShape):
+    """The offered rate over time: fixed (``--rate``), stepped (``--rates``) or the search.
+
+    Users (``-u``, default 50) are the task workers running at once; they share the step's
+    rate, which the shape sends them whenever it changes (and every tick, for late joiners).
+    """
+
+    use_common_options = True
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget the plan: the next tick starts it over."""
+        self._plan: Plan | None = None
+        self._step: tuple[float, float] | None = None
+        self._index = 0
+        self._began = 0.0
+        self._began_at = 0.0  # Unix time, as in the snapshots
+        self._warm = False
+        self._e2e: dict[str, Any] | None = None  # the watcher at the end of the warm-up
+
+    def _make_plan(self) -> Plan:
+        o = self.runner.environment.parsed_options  # type: ignore[union-attr]
+        bounds = Bounds(p99_ms=o.max_p99, drop_ratio=o.max_drop, reach=o.reach)
+        if o.capacity:
+            return CapacitySearch(
+                start=o.start_rate,
+                factor=o.rate_factor,
+                max_rate=o.max_rate,
+                step_time=o.step_time,
+                warmup=o.warmup,
+                refine=o.refine,
+                bounds=bounds,
+            )
+        if o.rates:
+            return Steps(parse_steps(o.rates), warmup=o.warmup, bounds=bounds)
+        run_time = o.run_time or math.inf
+        return Steps([(o.rate, run_time)], warmup=o.warmup, bounds=bounds)
+
+    def _users(self) -> tuple[int, float]:
+        o = self.runner.environment.parsed_options  # type: ignore[union-attr]
+        users = o.num_users or 50
+        return users, float(users)  # every user within a second: a step is its rate at once
+
+    def _begin(self, step: tuple[float, float]) -> None:
+        self._step = step
+        self._index += 1
+        self._began = self.get_run_time()
+        self._began_at = time.time()
+        self._warm = False
+        self._e2e = None
+        users, _ = self._users()
+        log.info("step %d: %.0f reports/s for %s s", self._index, step[0], step[1])
+        self._send_rate(step[0] / users)
+
+    def _warmup(self) -> float:
+        """Unmeasured seconds at the start of this step: ``--warmup``, at most a third."""
+        assert self._plan is not None and self._step is not None
+        return min(self._plan.warmup, self._step[1] / 3)
+
+    def _send_rate(self, per_user: float) -> None:
+        self.runner.send_message(RATE_MESSAGE, per_user)  # type: ignore[union-attr]
+
+    def tick(self) -> tuple[int, float] | None:
+        h = _harness()
+        if self._plan is None:
+            h.plan = self._plan = self._make_plan()
+            first = self._plan.first()
+            if first is None:
+                return None
+            self._begin(first)
+        assert self._step is not None
+        rate, seconds = self._step
+        elapsed = self.get_run_time() - self._began
+        if not self._warm and elapsed >= self._warmup():
+            self._warm = True
+            if h.watcher is not None:
+                self._e2e = h.watcher.snapshot()
+        if elapsed >= seconds:
+            result = self._measure(rate)
+            following = self._plan.next(result)
+            done = self._plan.results[-1] if self._plan.results else None
+            if done is not None:
+                verdict = "pass" if done.passed else f"FAIL ({done.why})"
+                log.info(
+                    "step %d: offered %.0f/s confirmed %.0f/s p99 %.1f ms drop %.4f: %s",
+                    done.step,
+                    done.offered,
+                    done.confirmed,
+                    done.p99,
+                    done.drop_ratio,
+                    verdict,
+                )
+            if following is None:
+                self._finish()
+                return None
+            self._begin(following)
+        else:
+            self._send_rate(rate / self._users()[0])
+        return self._users()
+
+    def _measure(self, rate: float) -> StepResult:
+        h = _harness()
+        e2e = None
+        if h.watcher is not None and self._e2e is not None:
+            e2e = (self._e2e, h.watcher.snapshot())
+        assert self._plan is not None
+        pairs = window(h.history, self._began_at + self._warmup(), time.time())
+        return measure(self._index, rate, pairs, _BOUNDS_MS, e2e)
+
+    def _finish(self) -> None:
+        """Say what the steps measured: console always, CSV/JSON with ``--csv``."""
+        plan = self._plan
+        assert plan is not None
+        self._send_rate(0.0)
+        lines = ["", f"rate steps ({plan.name})", *table(plan.results)]
+        summary = plan.summary()
+        if isinstance(plan, CapacitySearch):
+            best = plan.best
+            if best is None:
+                lines.append("capacity: no step passed the bounds")
+            else:
+                lines.append(
+                    f"capacity: {best.confirmed:,.0f} reports/s sustained ({best.tasks:,.1f} "
+                    f"tasks/s) at {best.offered:,.0f} offered; confirm latency ms p50 "
+                    f"{best.p50:.2f} p75 {best.p75:.2f} p95 {best.p95:.2f} p99 {best.p99:.2f}"
+                )
+        print("\n".join(lines), flush=True)
+        prefix = self.runner.environment.parsed_options.csv_prefix  # type: ignore[union-attr]
+        if prefix:
+            for path in write_reports(prefix, summary):
+                log.info("wrote %s", path)

@@ -1,0 +1,296 @@
+"""The locust harness in loadtest/, run for real against the broker, in subprocesses.
+
+Locust monkey-patches the interpreter with gevent, so it never runs inside pytest: every test
+starts ``python -m locust`` (or a small gevent script) and reads what it printed and wrote.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import socket
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+LOCUSTFILE = "loadtest/locustfile.py"
+
+pytestmark = pytest.mark.integration
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _locust(*args: str, url: str) -> subprocess.Popen[str]:
+    env = {**os.environ, "STREAMER_URL": url, "PYTHONUNBUFFERED": "1"}
+    return subprocess.Popen(
+        [sys.executable, "-m", "locust", "-f", LOCUSTFILE, "--host", url, *args],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+def _finish(proc: subprocess.Popen[str], timeout: float = 60) -> str:
+    try:
+        out, _ = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        out, _ = proc.communicate()
+        pytest.fail(f"locust did not finish in {timeout} s:\n{out[-4000:]}")
+    return out
+
+
+def _aggregated(prefix: Path) -> dict[str, str]:
+    with Path(f"{prefix}_stats.csv").open() as f:
+        rows = {row["Name"]: row for row in csv.DictReader(f)}
+    return rows["Aggregated"]
+
+
+def _summary(prefix: Path) -> dict[str, Any]:
+    return json.loads(Path(f"{prefix}_streamer.json").read_text())
+
+
+BRIDGE_SCRIPT = textwrap.dedent(
+    """
+    from gevent import monkey
+
+    monkey.patch_all()
+
+    import json
+    import sys
+    import time
+
+    import gevent
+
+    from loadtest.traffic import Traffic
+    from streamer import BackgroundPublisher
+
+    url, exchange = sys.argv[1], sys.argv[2]
+    pub = BackgroundPublisher(url, exchange)
+    traffic = Traffic(pub.publish, tick=0.01)
+    lags = []
+    running = True
+
+    def ticker():
+        # gevent's side: a greenlet asking to wake every 10 ms, while the loop thread works.
+        while running:
+            t = time.monotonic()
+            gevent.sleep(0.01)
+            lags.append(time.monotonic() - t - 0.01)
+
+    def worker(index):
+        while running:
+            traffic.run(index, lambda: 250.0)  # 20 workers: 5,000 reports/s
+
+    tick = gevent.spawn(ticker)
+    workers = [gevent.spawn(worker, i) for i in range(20)]
+    gevent.sleep(3)
+    running = False
+    gevent.joinall(workers)
+    tick.join()
+    assert pub.flush(timeout=10)
+    during_load = sorted(lags)
+
+    # The loop thread's side: one greenlet publishes, then hogs the hub without ever
+    # yielding; the reports must still be confirmed meanwhile (on the OS thread).
+    before = pub.stats.confirmed
+    reports = (r for _ in range(10) for r in traffic.tasks(99))
+    for _ in range(800):  # fewer than the confirm window: nothing coalesces
+        pub.publish(next(reports))
+    ticks_before = len(lags)
+    t0 = time.monotonic()
+    confirmed_after = None
+    while time.monotonic() - t0 < 2.0:
+        if pub.stats.confirmed - before >= 800:
+            confirmed_after = time.monotonic() - t0
+            break
+    yielded = len(lags) != ticks_before
+    stats = pub.stats
+    pub.close()
+    print(json.dumps({
+        "lag_p99": during_load[int(len(during_load) * 0.99)],
+        "lag_max": during_load[-1],
+        "ticks": len(during_load),
+        "published": stats.published,
+        "confirmed": stats.confirmed,
+        "balanced": stats.balanced,
+        "dropped": stats.dropped,
+        "pending": stats.pending,
+        "confirmed_while_hogged_s": confirmed_after,
+        "yielded": yielded,
+    }))
+    """
+)
+
+
+async def test_gevent_bridge_starves_neither_side(broker_url: str, exchange: str) -> None:
+    """Greenlets keep their timing while the loop thread publishes, and the loop thread
+    confirms reports while a greenlet holds the hub without yielding."""
+    proc = subprocess.run(
+        [sys.executable, "-c", BRIDGE_SCRIPT, broker_url, exchange],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert result["balanced"] and result["dropped"] == 0 and result["pending"] == 0, result
+    assert result["published"] >= 10_000  # ~3 s at 5,000 reports/s, plus 800
+    # gevent side: 10 ms sleeps overshoot by little (the machine is shared: generous bounds).
+    assert result["ticks"] > 150
+    assert result["lag_p99"] < 0.1, result
+    # loop side: 800 reports confirmed while the hub never switched greenlets.
+    assert not result["yielded"]
+    assert result["confirmed_while_hogged_s"] is not None, result
+    assert result["confirmed_while_hogged_s"] < 1.0, result
+
+
+async def test_headless_run_totals_match_streamer_accounting(
+    broker_url: str, exchange: str, tmp_path: Path
+) -> None:
+    """A short headless run: locust's stats table and CSV, the identity check, the watcher."""
+    prefix = tmp_path / "run"
+    args = ["--headless", "-u", "10", "--rate", "3000", "-t", "4s", "--csv", str(prefix)]
+    out = _finish(_locust(*args, "--exchange", exchange, url=broker_url))
+    assert "Aggregated" in out and "Response time percentiles" in out, out[-3000:]
+    assert "streamer accounting at test stop" in out, out[-3000:]
+    summary = _summary(prefix)
+    snap, locust = summary["streamer"], summary["locust"]
+    assert summary["identity_ok"], out[-3000:]
+    assert snap["published"] > 5_000
+    assert snap["pending"] == 0
+    settled = snap["confirmed"] + snap["coalesced"] + sum(snap["dropped"].values())
+    assert snap["published"] == settled
+    assert int(_aggregated(prefix)["Request Count"]) == snap["published"] == locust["requests"]
+    watched = summary["watcher"]
+    assert watched["received"] == snap["confirmed"]
+    assert watched["lost"] == snap["coalesced"] + sum(snap["dropped"].values())
+    assert watched["out_of_order"] == 0 and watched["duplicates"] == 0
+    with Path(f"{prefix}_tasks.csv").open() as f:
+        tasks = list(csv.DictReader(f))
+    assert len(tasks) >= 10 and sum(int(t["received"]) for t in tasks) == watched["received"]
+
+
+async def test_drops_are_failures_named_by_reason(tmp_path: Path, free_port: int) -> None:
+    """No broker at all: every report is a failure row ``dropped:disconnected``, the
+    identity still holds, and locust exits 1 as it does for any failure."""
+    prefix = tmp_path / "down"
+    url = f"amqp://guest:guest@127.0.0.1:{free_port}/"
+    args = ["--headless", "-u", "5", "--rate", "1000", "-t", "2s", "--csv", str(prefix)]
+    proc = _locust(*args, "--no-watch", "--publisher-option", "connect_timeout=0.3", url=url)
+    out = _finish(proc)
+    assert proc.returncode == 1, out[-3000:]
+    summary = _summary(prefix)
+    snap = summary["streamer"]
+    assert summary["identity_ok"], out[-3000:]
+    assert snap["published"] > 500
+    assert snap["dropped"]["disconnected"] == snap["published"] == summary["locust"]["failures"]
+    with Path(f"{prefix}_failures.csv").open() as f:
+        failures = list(csv.DictReader(f))
+    assert [(row["Name"], int(row["Occurrences"])) for row in failures] == [
+        ("dropped:disconnected", snap["published"])
+    ]
+
+
+async def test_master_and_two_workers_aggregate(
+    broker_url: str, exchange: str, tmp_path: Path
+) -> None:
+    """``--master`` with two ``--worker`` processes, stepped rates: the master's totals are
+    the sum of both workers' publishers, and locust's aggregated counts equal them."""
+    prefix = tmp_path / "dist"
+    port = _free_port()
+    master = _locust(
+        "--master",
+        "--master-bind-host",
+        "127.0.0.1",
+        "--master-bind-port",
+        str(port),
+        "--expect-workers",
+        "2",
+        "--headless",
+        "-u",
+        "8",
+        "--rates",
+        "2000:3,4000:4",
+        "--csv",
+        str(prefix),
+        "--exchange",
+        exchange,
+        url=broker_url,
+    )
+    workers = [
+        _locust(
+            "--worker", "--master-host", "127.0.0.1", "--master-port", str(port), url=broker_url
+        )
+        for _ in range(2)
+    ]
+    out = _finish(master, 90)
+    for worker in workers:
+        _finish(worker, 30)
+    summary = _summary(prefix)
+    snap, processes = summary["streamer"], summary["processes"]
+    assert summary["identity_ok"], out[-3000:]
+    assert len(processes) == 2, processes.keys()
+    assert all(p["published"] > 1_000 and p["final"] for p in processes.values())
+    assert snap["published"] == sum(p["published"] for p in processes.values())
+    assert int(_aggregated(prefix)["Request Count"]) == snap["published"]
+    assert summary["watcher"]["received"] == snap["confirmed"]
+    steps = json.loads(Path(f"{prefix}_capacity.json").read_text())["steps"]
+    assert [s["offered"] for s in steps] == [2000, 4000]
+
+
+async def test_capacity_search_reports_the_highest_passing_rate(
+    broker_url: str, exchange: str, tmp_path: Path
+) -> None:
+    """A tiny search (1k, 2k, 4k reports/s, then the ceiling) against a sink queue: steps,
+    result, CSV and JSON."""
+    prefix = tmp_path / "cap"
+    args = [
+        "--headless",
+        "-u",
+        "8",
+        "--capacity",
+        "--start-rate",
+        "1000",
+        "--rate-factor",
+        "2",
+        "--max-rate",
+        "4000",
+        "--step-time",
+        "2.5",
+        "--warmup",
+        "0.5",
+        "--max-p99",
+        "2000",
+        "--max-drop",
+        "0.5",
+        "--reach",
+        "0.5",
+        "--csv",
+        str(prefix),
+        "--no-watch",
+        "--sink",
+    ]
+    out = _finish(_locust(*args, "--exchange", exchange, url=broker_url))
+    assert "capacity:" in out and "reports/s sustained" in out, out[-3000:]
+    report = json.loads(Path(f"{prefix}_capacity.json").read_text())
+    assert [s["offered"] for s in report["steps"]] == [1000, 2000, 4000]
+    best = report["result"]
+    assert best is not None and best["offered"] == 4000, report
+    assert best["confirmed"] > 2000 and best["tasks"] > 0
+    assert 0 < best["p50"] <= best["p75"] <= best["p95"] <= best["p99"]
+    with Path(f"{prefix}_capacity.csv").open() as f:
+        assert len(list(csv.DictReader(f))) == 3
