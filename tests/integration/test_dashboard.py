@@ -15,12 +15,9 @@ import contextlib
 import itertools
 import json
 import os
-import signal
 import subprocess
-import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -31,11 +28,10 @@ import pytest
 from streamer import Publisher, Report
 from streamer.dashboard import Auth, Dashboard, _Subscriber, is_loopback
 from streamer.settings import load_settings
+from tests.integration.conftest import STREAMER, clean_env, dashboard_command, wait_healthy
 from tests.proxy import Proxy
 
 pytestmark = pytest.mark.integration
-
-STREAMER = str(Path(sys.executable).with_name("streamer"))
 
 
 def progress(done: int, total: int) -> dict[str, Any]:
@@ -509,10 +505,6 @@ def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.Complet
     )
 
 
-def clean_env() -> dict[str, str]:
-    return {k: v for k, v in os.environ.items() if not k.startswith("STREAMER_")}
-
-
 @pytest.mark.parametrize("host", ["0.0.0.0", "::", "192.0.2.1"])
 def test_refuses_a_non_loopback_address_without_auth(host: str, free_port: int) -> None:
     result = run_cli("--host", host, "--port", str(free_port))
@@ -528,53 +520,12 @@ def test_bad_basic_auth_is_a_usage_error(free_port: int) -> None:
     assert "user:password" in result.stderr and len(result.stderr.strip().splitlines()) == 1
 
 
-@contextlib.asynccontextmanager
-async def command(
-    broker_url: str, exchange: str, port: int, *args: str, env: dict[str, str] | None = None
-) -> AsyncIterator[tuple[asyncio.subprocess.Process, str]]:
-    """``streamer dashboard`` as a process; yields it and its first stderr line."""
-    proc = await asyncio.create_subprocess_exec(
-        STREAMER,
-        "dashboard",
-        "--url",
-        broker_url,
-        "-e",
-        exchange,
-        "--port",
-        str(port),
-        *args,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        env={**clean_env(), **(env or {})},
-    )
-    try:
-        assert proc.stderr is not None
-        async with asyncio.timeout(15):
-            line = (await proc.stderr.readline()).decode()
-        yield proc, line
-    finally:
-        if proc.returncode is None:
-            proc.send_signal(signal.SIGTERM)
-            async with asyncio.timeout(15):
-                await proc.wait()
-
-
-async def wait_healthy(http: aiohttp.ClientSession, url: str) -> None:
-    async def ok() -> bool:
-        with contextlib.suppress(aiohttp.ClientError):
-            async with http.get(f"{url}healthz") as response:
-                return response.status == 200
-        return False
-
-    await until(ok, timeout=15)
-
-
 async def test_command_with_token_on_all_addresses_masks_it(
     broker_url: str, exchange: str, free_port: int
 ) -> None:
     secret = "tok-8c1f0e2d"
     async with (
-        command(
+        dashboard_command(
             broker_url,
             exchange,
             free_port,
@@ -605,7 +556,7 @@ async def test_command_basic_auth_is_masked_and_bindings_apply(
 ) -> None:
     wanted, other = f"a-{unique}", f"b-{unique}"
     async with (
-        command(
+        dashboard_command(
             broker_url,
             exchange,
             free_port,
@@ -666,7 +617,7 @@ async def test_memory_stays_bounded_while_100k_tasks_stream_through(
     checkpoints = sorted({n for n in (20_000, 50_000, 100_000, total) if n <= total})
     rss: dict[int, float] = {}
     async with (
-        command(broker_url, exchange, free_port) as (proc, _),
+        dashboard_command(broker_url, exchange, free_port) as (proc, _),
         aiohttp.ClientSession() as http,
         Publisher(broker_url, exchange) as pub,
     ):

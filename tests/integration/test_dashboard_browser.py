@@ -12,8 +12,6 @@ import asyncio
 import contextlib
 import os
 import shutil
-import signal
-import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -27,6 +25,7 @@ from playwright.async_api import Browser, Page, async_playwright
 from streamer import Publisher, Report
 from streamer.report import TaskError
 from streamer.simulate import Simulation, Tally, run_simulation
+from tests.integration.conftest import dashboard_command, wait_healthy
 
 pytestmark = pytest.mark.integration
 
@@ -53,33 +52,12 @@ def progress(done: int, total: int) -> dict[str, Any]:
 @contextlib.asynccontextmanager
 async def dashboard_process(broker_url: str, exchange: str, port: int) -> AsyncIterator[str]:
     """``streamer dashboard`` on ``port``, healthy (consuming); yields its URL."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("STREAMER_")}
-    proc = await asyncio.create_subprocess_exec(
-        STREAMER,
-        "dashboard",
-        "--url",
-        broker_url,
-        "-e",
-        exchange,
-        "--port",
-        str(port),
-        env=env,
-        stderr=subprocess.DEVNULL,
-    )
     url = f"http://127.0.0.1:{port}/"
-    try:
-        async with aiohttp.ClientSession() as http, asyncio.timeout(15):
-            while True:
-                with contextlib.suppress(aiohttp.ClientError):
-                    async with http.get(f"{url}healthz") as response:
-                        if response.status == 200:
-                            break
-                await asyncio.sleep(0.05)
+    async with dashboard_command(broker_url, exchange, port) as (proc, _):
+        async with aiohttp.ClientSession() as http:
+            await wait_healthy(http, url)
         yield url
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        async with asyncio.timeout(15):
-            assert await proc.wait() == 0
+    assert proc.returncode == 0
 
 
 @contextlib.asynccontextmanager

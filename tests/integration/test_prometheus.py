@@ -11,7 +11,6 @@ import json
 import shutil
 import socket
 import subprocess
-import sys
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -21,13 +20,13 @@ import aiohttp
 import pytest
 
 from streamer import Publisher, Report
+from tests.integration.conftest import dashboard_command, wait_healthy
 
 pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[2]
 DASHBOARD_JSON = ROOT / "grafana" / "dashboards" / "streamer.json"
 SCRAPE_INTERVAL = 1.0
-STREAMER = str(Path(sys.executable).with_name("streamer"))
 
 
 def _tool(name: str) -> str:
@@ -70,22 +69,14 @@ async def _wait_http(url: str, timeout: float = 30) -> None:
 
 
 @pytest.fixture
-async def dashboard(broker_url: str, exchange: str) -> AsyncIterator[str]:
-    """``streamer dashboard`` on a free port; yields its base URL."""
-    port = _free_port()
-    proc = subprocess.Popen(
-        [STREAMER, "dashboard", "--url", broker_url, "-e", exchange, "--port", str(port)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        await _wait_http(f"{base}/healthz")
-        yield base
-    finally:
-        proc.terminate()
-        output, _ = proc.communicate(timeout=10)
-        assert proc.returncode == 0, output.decode(errors="replace")
+async def dashboard(broker_url: str, exchange: str, free_port: int) -> AsyncIterator[str]:
+    """``streamer dashboard`` on a free port, consuming; yields its base URL."""
+    url = f"http://127.0.0.1:{free_port}/"
+    async with dashboard_command(broker_url, exchange, free_port) as (proc, _):
+        async with aiohttp.ClientSession() as http:
+            await wait_healthy(http, url)
+        yield url.rstrip("/")
+    assert proc.returncode == 0
 
 
 @pytest.fixture
