@@ -14,7 +14,7 @@ from pytest_benchmark.fixture import BenchmarkFixture
 
 from loadtest.traffic import Mix, Traffic
 from loadtest.watcher import SeqTracker, _decode
-from streamer.report import encode_unsequenced
+from streamer.handoff import encode_handoff
 
 
 def _drain(traffic: Traffic, n: int) -> int:
@@ -40,8 +40,7 @@ def test_watcher_decode_and_fold_1k(benchmark: BenchmarkFixture) -> None:
     bodies = []
     reports = (r for worker in range(10) for r in traffic.tasks(worker))
     for n, report in enumerate(islice(reports, 1000), 1):
-        body, at = encode_unsequenced(report, time.time())
-        bodies.append(body[:at] + str(n).encode() + body[at + 1 :])
+        bodies.append(encode_handoff(report, time.time(), 1 << 20).sequenced(n))
 
     def fold() -> int:
         tracker = SeqTracker()

@@ -5,8 +5,7 @@ The public API is what ``__all__`` lists; everything else is private by name or 
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
-
+from ._version import __version__
 from .consumer import Consumer, Message, consume, subscribe
 from .embed import BackgroundPublisher
 from .errors import (

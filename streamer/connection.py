@@ -24,7 +24,7 @@ from pamqp import commands, frame, heartbeat
 from pamqp.base import Frame
 from pamqp.header import ProtocolHeader
 
-from . import __version__
+from ._version import __version__
 from .errors import AuthenticationError, BrokerError
 from .settings import mask_url
 

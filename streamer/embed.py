@@ -31,12 +31,13 @@ from typing import Any, Final
 import msgspec
 import uvloop
 
+from .front import Front
+from .handoff import Handoff, encode_handoff
 from .publisher import Publisher
-from .report import STATES, Report, encode_unsequenced, refuse, refuse_size
+from .report import Report, check
 from .routing import routing_key
-from .settings import Settings, mask_url, resolve_settings
+from .settings import mask_url
 from .stats import Stats
-from .task import TaskReporter, fingerprint
 
 __all__ = ["BackgroundPublisher"]
 
@@ -44,6 +45,7 @@ log = logging.getLogger(__name__)
 
 _ATEXIT_FLUSH: Final = 5.0
 _live: Final[weakref.WeakSet[BackgroundPublisher]] = weakref.WeakSet()
+_hooked = False  # atexit and fork hooks installed (by the first publisher)
 
 
 def _real(module: str, name: str) -> Any:
@@ -73,7 +75,7 @@ class _Signal:
         return True
 
 
-class BackgroundPublisher:
+class BackgroundPublisher(Front):
     """A publisher for synchronous code: ``publish()`` from any thread, never blocks.
 
     Usable as a context manager; also closed at interpreter exit with a bounded flush::
@@ -83,30 +85,21 @@ class BackgroundPublisher:
         pub.flush(timeout=5)
 
     Args:
-        url, exchange, settings, config, options: as for :class:`~streamer.Publisher`.
+        url, exchange, settings, config, options: see :class:`~streamer.front.Front`.
 
     Raises:
         ConfigError: an option is unknown or invalid.
     """
 
-    def __init__(
-        self,
-        url: str | tuple[str, ...] | list[str] | None = None,
-        exchange: str | None = None,
-        *,
-        settings: Settings | None = None,
-        config: str | os.PathLike[str] | None = None,
-        **options: Any,
-    ) -> None:
-        self.settings = settings = resolve_settings(url, exchange, settings, config, options)
+    def _setup(self) -> None:
         self._closed = False
         self._reset()
-        _live.add(self)
+        _track(self)
 
     def _reset(self) -> None:
         """Forget thread, loop and inbox: at creation and in a fork child."""
         self._lock = _real("_thread", "allocate_lock")()
-        self._inbox: list[tuple[str, str, bytes, int]] = []
+        self._inbox: list[Handoff] = []
         self._wake_pending = False
         self._started = False
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -125,22 +118,14 @@ class BackgroundPublisher:
         Raises:
             InvalidReport: bad task id or state, unserialisable or oversized report.
         """
-        try:
-            if type(report) is not Report or report.state not in STATES:
-                refuse(report)
-            known = report.task_id in self._known
-        except TypeError:  # an unhashable state or task id
-            refuse(report)
-            raise
+        check(report)
         task_id = report.task_id
-        if not known:
+        if task_id not in self._known:
             routing_key(task_id, self.settings.routing_prefix)
             if len(self._known) >= self.settings.max_tasks:
                 self._known.clear()
             self._known[task_id] = None
-        body, seq_at = encode_unsequenced(report, time.time())
-        if len(body) > self.settings.max_body:
-            refuse_size(report, len(body), self.settings.max_body)
+        item = encode_handoff(report, time.time(), self.settings.max_body)
         if not self._started:
             self._start()
         with self._lock:
@@ -150,7 +135,7 @@ class BackgroundPublisher:
             if len(self._inbox) >= self.settings.max_pending:
                 self._refused["overflow"] += 1  # the loop thread cannot keep up: drop, counted
                 return
-            self._inbox.append((task_id, report.state, body, seq_at))
+            self._inbox.append(item)
             if self._wake_pending:
                 return
             self._wake_pending = True
@@ -160,15 +145,6 @@ class BackgroundPublisher:
                 loop.call_soon_threadsafe(self._drain)
             except RuntimeError:  # the loop just closed: close() drops what it did not take
                 pass
-
-    def task(self, task_id: str, **fields: Any) -> TaskReporter:
-        """A :class:`~streamer.task.TaskReporter` publishing one task's reports through here.
-
-        Keyword arguments (``task_type``, ``tags``, ``queue``, ``group_id``, ``worker_name``)
-        go into every report; ``worker_name`` defaults to ``<app_id>@<host>:<pid>``.
-        """
-        fields.setdefault("worker_name", fingerprint(self.settings.app_id))
-        return TaskReporter(self.publish, task_id, **fields)
 
     def _start(self) -> None:
         """Start the loop thread (first use in this process); never waits for it."""
@@ -215,9 +191,9 @@ class BackgroundPublisher:
             items, self._inbox = self._inbox, []
             self._wake_pending = False
         assert self._publisher is not None
-        take = self._publisher._publish_encoded
-        for task_id, state, body, seq_at in items:
-            take(task_id, state, body, seq_at)
+        take = self._publisher.publish_handoff
+        for item in items:
+            take(item)
 
     # -- blocking controls ----------------------------------------------------------------------
 
@@ -332,7 +308,6 @@ def _after_fork_in_child() -> None:
         pub._reset()
 
 
-@atexit.register
 def _close_all() -> None:
     for pub in list(_live):
         try:
@@ -341,4 +316,12 @@ def _close_all() -> None:
             log.exception("closing a background publisher at exit")
 
 
-os.register_at_fork(after_in_child=_after_fork_in_child)
+def _track(pub: BackgroundPublisher) -> None:
+    """Remember ``pub`` for the exit flush and fork reset; the first one installs the hooks
+    (importing streamer installs none: a program that never publishes is left alone)."""
+    global _hooked
+    if not _hooked:
+        _hooked = True
+        atexit.register(_close_all)
+        os.register_at_fork(after_in_child=_after_fork_in_child)
+    _live.add(pub)

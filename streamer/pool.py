@@ -34,6 +34,7 @@ __all__ = ["Channel", "ConnectionPool", "PoolOwner"]
 log = logging.getLogger(__name__)
 
 _pools: Final[weakref.WeakSet[ConnectionPool]] = weakref.WeakSet()
+_hooked = False  # the fork hook is installed (by the first pool)
 
 
 def _after_fork_in_child() -> None:
@@ -41,7 +42,14 @@ def _after_fork_in_child() -> None:
         pool._forked()
 
 
-os.register_at_fork(after_in_child=_after_fork_in_child)
+def _track(pool: ConnectionPool) -> None:
+    """Remember ``pool`` so a fork child lets go of its sockets; the first pool installs the
+    fork hook (importing streamer installs none)."""
+    global _hooked
+    if not _hooked:
+        _hooked = True
+        os.register_at_fork(after_in_child=_after_fork_in_child)
+    _pools.add(pool)
 
 
 class PoolState(enum.Enum):
@@ -222,7 +230,7 @@ class ConnectionPool:
             _Keeper(self, slot, self.channels[slot * per : (slot + 1) * per])
             for slot in range(settings.connections)
         ]
-        _pools.add(self)
+        _track(self)
 
     def channel_index(self, key: str) -> int:
         """The channel a task uses, always the same one for the same key in this process."""

@@ -22,16 +22,16 @@ from collections.abc import Callable
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Final
 
-import msgspec
-
 from .buffer import Buffer, Put
 from .frames import Framer, TaskFrames
+from .front import Front
+from .handoff import Handoff
 from .pool import Channel, ConnectionPool, PoolOwner
-from .report import STATES, TERMINAL_STATES, Report, encode, encode_raw, refuse, refuse_size
+from .report import TERMINAL_STATES, Report, check, encode_stamped
 from .routing import routing_key
-from .settings import Settings, mask_url, resolve_settings
+from .settings import mask_url
 from .stats import DROP_REASONS, LatencyHistogram, Stats
-from .task import TaskReporter, fingerprint
+from .task import fingerprint
 
 if TYPE_CHECKING:
     from .metrics import MetricsServer
@@ -40,7 +40,6 @@ __all__ = ["Publisher"]
 
 log = logging.getLogger(__name__)
 
-_replace: Final = msgspec.structs.replace
 _time: Final = time.time
 
 
@@ -83,7 +82,7 @@ class _Pending:
         self.sticky = final or resend
 
 
-class Publisher(PoolOwner):
+class Publisher(Front, PoolOwner):
     """Publishes task reports to a topic exchange with confirms, never blocking the caller.
 
     Use it as an async context manager::
@@ -93,27 +92,14 @@ class Publisher(PoolOwner):
             await pub.flush(timeout=5)
 
     Args:
-        url: broker URL or several for failover (default: settings / ``STREAMER_URL``).
-        exchange: topic exchange name (default ``streamer``).
-        settings: a complete :class:`~streamer.settings.Settings`; other options then
-            must not be given.
-        config: a TOML settings file (default ``$STREAMER_CONFIG``).
-        options: any other :class:`~streamer.settings.Settings` field.
+        url, exchange, settings, config, options: see :class:`~streamer.front.Front`.
 
     Raises:
         ConfigError: an option is unknown or invalid.
     """
 
-    def __init__(
-        self,
-        url: str | tuple[str, ...] | list[str] | None = None,
-        exchange: str | None = None,
-        *,
-        settings: Settings | None = None,
-        config: str | os.PathLike[str] | None = None,
-        **options: Any,
-    ) -> None:
-        self.settings = settings = resolve_settings(url, exchange, settings, config, options)
+    def _setup(self) -> None:
+        settings = self.settings
         self._state = PublisherState.INIT
         self._loop: asyncio.AbstractEventLoop | None = None
         self._pool = ConnectionPool(settings, self)
@@ -240,7 +226,7 @@ class Publisher(PoolOwner):
 
     def __del__(self, _warn: Callable[..., None] = warnings.warn) -> None:
         if (
-            self._state in (PublisherState.STARTING, PublisherState.RUNNING)
+            getattr(self, "_state", None) in (PublisherState.STARTING, PublisherState.RUNNING)
             and self._pid == os.getpid()
         ):
             _warn(f"unclosed streamer publisher {self!r}", ResourceWarning, source=self)
@@ -263,37 +249,21 @@ class Publisher(PoolOwner):
             InvalidReport: bad task id or state, unserialisable or oversized report.
             RuntimeError: the publisher was never started.
         """
-        try:
-            if type(report) is not Report or report.state not in STATES:
-                refuse(report)
-            task = self._tasks.get(report.task_id)
-        except TypeError:  # an unhashable state or task id
-            refuse(report)
-            raise
-        state = report.state
+        check(report)
+        task = self._tasks.get(report.task_id)
         if task is None:
             task = self._new_task(report.task_id)
         seq = task.seq + 1
-        try:
-            body = encode_raw(_replace(report, seq=seq, sent_at=_time()))
-        except (TypeError, ValueError, OverflowError):
-            encode(report)  # raises InvalidReport naming the problem
-            raise
-        if len(body) > self.settings.max_body:
-            refuse_size(report, len(body), self.settings.max_body)
-        self._accept(task, seq, state, body)
+        body = encode_stamped(report, seq, _time(), self.settings.max_body)
+        self._accept(task, seq, report.state, body)
 
-    def _publish_encoded(self, task_id: str, state: str, body: bytes, seq_at: int) -> None:
-        """Take a report validated and encoded elsewhere (another thread) with ``seq`` 0.
-
-        The per-task sequence is only known here, on the loop, so its digits are spliced in
-        at ``seq_at`` instead of encoding the report again (see ``report.encode_unsequenced``).
-        """
-        task = self._tasks.get(task_id)
+    def publish_handoff(self, item: Handoff) -> None:
+        """Take a report checked and encoded in another thread (see :mod:`streamer.handoff`)."""
+        task = self._tasks.get(item.task_id)
         if task is None:
-            task = self._new_task(task_id)
+            task = self._new_task(item.task_id)
         seq = task.seq + 1
-        self._accept(task, seq, state, b"%b%d%b" % (body[:seq_at], seq, body[seq_at + 1 :]))
+        self._accept(task, seq, item.state, item.sequenced(seq))
 
     def _accept(self, task: _Task, seq: int, state: str, body: bytes) -> None:
         """Count, remember and queue one valid, encoded report (or drop it, counted)."""
@@ -330,15 +300,6 @@ class Publisher(PoolOwner):
             self._coalesced += 1
         else:
             self._dropped["overflow"] += 1
-
-    def task(self, task_id: str, **fields: Any) -> TaskReporter:
-        """A :class:`~streamer.task.TaskReporter` publishing one task's reports through here.
-
-        Keyword arguments (``task_type``, ``tags``, ``queue``, ``group_id``, ``worker_name``)
-        go into every report; ``worker_name`` defaults to ``<app_id>@<host>:<pid>``.
-        """
-        fields.setdefault("worker_name", fingerprint(self.settings.app_id))
-        return TaskReporter(self.publish, task_id, **fields)
 
     def _new_task(self, task_id: str) -> _Task:
         key = routing_key(task_id, self.settings.routing_prefix)

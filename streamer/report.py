@@ -23,9 +23,10 @@ __all__ = [
     "Report",
     "State",
     "TaskError",
+    "check",
     "decode",
     "encode",
-    "encode_unsequenced",
+    "encode_stamped",
 ]
 
 State = Literal[
@@ -73,11 +74,24 @@ class Report(msgspec.Struct, frozen=True, kw_only=True):
         return self.state in TERMINAL_STATES
 
 
+def check(report: object) -> None:
+    """Raise :class:`InvalidReport` unless ``report`` is a Report with a string task id and a
+    known state: every publisher's first check, cheap enough for the hot path.
+    """
+    try:
+        if type(report) is not Report or type(report.task_id) is not str or (
+            report.state not in STATES
+        ):
+            refuse(report)
+    except TypeError:  # an unhashable state
+        refuse(report)
+        raise
+
+
 def refuse(report: object) -> None:
     """Raise the :class:`InvalidReport` that says why ``report`` cannot be published.
 
-    Publishers check the cheap conditions inline on their hot path and call this to
-    word the error (its checks: a ``Report``, with a string task id and a known state).
+    :func:`check` calls this to word the error, only once a cheap test has failed.
     """
     if type(report) is not Report:
         raise InvalidReport(f"publish() takes a streamer.Report, got {type(report).__name__}")
@@ -90,18 +104,10 @@ def refuse(report: object) -> None:
         )
 
 
-def refuse_size(report: Report, size: int, limit: int) -> None:
-    """Raise :class:`InvalidReport` for a report whose encoded body exceeds ``max_body``."""
-    raise InvalidReport(
-        f"report of task {report.task_id!r} is {size} bytes encoded; the limit "
-        f"(max_body) is {limit}"
-    )
-
-
 _encoder: Final = msgspec.json.Encoder()
 _decoder: Final = msgspec.json.Decoder(Report)
-# The encoder's bound method, for hot paths that word their own errors (see encode()).
-encode_raw: Final = _encoder.encode
+# The encoder's bound method, for encode_stamped (the hot path), which words its own errors.
+_encode_raw: Final = _encoder.encode
 
 
 def encode(report: Report) -> bytes:
@@ -119,22 +125,26 @@ def encode(report: Report) -> bytes:
         ) from exc
 
 
-_SEQ_MARK: Final = b',"seq":0,"sent_at":'
+_replace: Final = msgspec.structs.replace
 
 
-def encode_unsequenced(report: Report, sent_at: float) -> tuple[bytes, int]:
-    """Encode ``report`` stamped with ``sent_at`` and ``seq`` 0, for a sequencer elsewhere.
-
-    Returns:
-        the body, and the offset of seq's single ``0`` digit: ``seq`` and ``sent_at`` are
-        the last two fields, so the last occurrence of the mark is theirs, whatever strings
-        the report carries.
+def encode_stamped(report: Report, seq: int, sent_at: float, max_body: int) -> bytes:
+    """Encode a checked ``report`` with its ``seq`` and ``sent_at``, as it goes on the wire.
 
     Raises:
-        InvalidReport: the report is not serialisable.
+        InvalidReport: the report is not serialisable, or larger than ``max_body`` encoded.
     """
-    body = encode(msgspec.structs.replace(report, seq=0, sent_at=sent_at))
-    return body, body.rindex(_SEQ_MARK) + 7
+    try:
+        body = _encode_raw(_replace(report, seq=seq, sent_at=sent_at))
+    except (TypeError, ValueError, OverflowError):
+        encode(report)  # raises InvalidReport naming the problem
+        raise
+    if len(body) > max_body:
+        raise InvalidReport(
+            f"report of task {report.task_id!r} is {len(body)} bytes encoded; the limit "
+            f"(max_body) is {max_body}"
+        )
+    return body
 
 
 def decode(body: bytes | memoryview) -> Report:

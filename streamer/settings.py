@@ -270,8 +270,12 @@ def resolve_settings(
     settings: Settings | None,
     config: str | os.PathLike[str] | None,
     options: dict[str, Any],
+    *,
+    env: Mapping[str, str] | None = None,
 ) -> Settings:
     """The settings a publisher was given: a complete ``settings`` or the pieces of one.
+
+    ``env`` is the environment to read (default ``os.environ``; ``{}`` ignores it).
 
     Raises:
         TypeError: both ``settings`` and individual options were given.
@@ -280,7 +284,7 @@ def resolve_settings(
     if settings is None:
         if isinstance(url, list):
             url = tuple(url)
-        return load_settings(config, url=url, exchange=exchange, **options)
+        return load_settings(config, env=env, url=url, exchange=exchange, **options)
     if url is not None or exchange is not None or options or config is not None:
         raise TypeError("pass either settings= or individual options, not both")
     return settings

@@ -29,21 +29,19 @@ import functools
 import itertools
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from fractions import Fraction
 from types import TracebackType
-from typing import Any, Final
-
-import msgspec
+from typing import ClassVar, Final, cast
 
 from .embed import BackgroundPublisher
+from .front import Front
 from .publisher import Publisher
-from .report import STATES, Report, decode, encode, refuse, refuse_size
+from .report import STATES, Report, check, decode, encode_stamped
 from .routing import routing_key
-from .settings import Settings, load_settings
+from .settings import Settings
 from .stats import DROP_REASONS, Stats
-from .task import TaskReporter, fingerprint
 
 __all__ = ["Captured", "CapturingPublisher", "capture"]
 
@@ -53,19 +51,13 @@ _PATCHED: Final = (Publisher, BackgroundPublisher)
 _METHOD: Final = "publish"
 
 
-def _encode_checked(report: Report, settings: Settings, seq: int) -> bytes:
-    """Validate ``report`` as the real publishers do and return its stamped body.
-
-    Same checks, same messages as ``Publisher.publish``: a test must fail exactly where
-    production would, so that bad reports are caught before they reach a broker.
-    """
-    if type(report) is not Report or report.state not in STATES:
-        refuse(report)
-    routing_key(report.task_id, settings.routing_prefix)
-    body = encode(msgspec.structs.replace(report, seq=seq, sent_at=time.time()))
-    if len(body) > settings.max_body:
-        refuse_size(report, len(body), settings.max_body)
-    return body
+def _encode_checked(report: object, settings: Settings, seq: int) -> bytes:
+    """Check ``report`` as the real publishers do and return its stamped body (same checks,
+    same messages: a test must fail exactly where production would)."""
+    check(report)
+    checked = cast(Report, report)
+    routing_key(checked.task_id, settings.routing_prefix)
+    return encode_stamped(checked, seq, time.time(), settings.max_body)
 
 
 def _runs(states: Iterable[str]) -> str:
@@ -296,7 +288,7 @@ def capture() -> Iterator[Captured]:
             setattr(cls, _METHOD, original)
 
 
-class CapturingPublisher:
+class CapturingPublisher(Front):
     """A stand-in for :class:`~streamer.BackgroundPublisher` that records into ``captured``.
 
     For code that takes its publisher as an argument: pass one of these in tests. It takes
@@ -308,21 +300,10 @@ class CapturingPublisher:
     ``closed``), as the real one does; they are not captured.
     """
 
-    def __init__(
-        self,
-        url: str | tuple[str, ...] | list[str] | None = None,
-        exchange: str | None = None,
-        *,
-        settings: Settings | None = None,
-        **options: Any,
-    ) -> None:
-        if settings is None:
-            if isinstance(url, list):
-                url = tuple(url)
-            settings = load_settings(env={}, url=url, exchange=exchange, **options)
-        elif url is not None or exchange is not None or options:
-            raise TypeError("pass either settings= or individual options, not both")
-        self.settings = settings
+    # STREAMER_* variables must not change a test.
+    _env: ClassVar[Mapping[str, str] | None] = {}
+
+    def _setup(self) -> None:
         self.captured = Captured()
         self._lock = threading.Lock()
         self._published = 0
@@ -343,11 +324,6 @@ class CapturingPublisher:
         self.captured._record(report, self.settings)
         with self._lock:
             self._published += 1
-
-    def task(self, task_id: str, **fields: Any) -> TaskReporter:
-        """A :class:`~streamer.task.TaskReporter` recording one task's reports here."""
-        fields.setdefault("worker_name", fingerprint(self.settings.app_id))
-        return TaskReporter(self.publish, task_id, **fields)
 
     def flush(self, timeout: float | None = None) -> bool:
         """Nothing is ever pending: returns True at once."""

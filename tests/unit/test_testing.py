@@ -19,7 +19,7 @@ from streamer import (
 )
 from streamer.testing import Captured, CapturingPublisher, capture
 
-pytest_plugins = ["pytester"]  # streamer.testing comes through its pytest11 entry point
+pytest_plugins = ["pytester", "streamer.testing"]  # the fixture is opt-in, as for users
 
 URL = "amqp://guest:guest@127.0.0.1:1/"  # nothing listens there: any connection would fail
 
