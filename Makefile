@@ -17,7 +17,8 @@ help:
 	@echo "make capacity     locust capacity search: the highest sustained report rate"
 	@echo "make soak         10 minutes at 70% of the maximum rate: RSS and fds over time"
 	@echo "make faults-long  the fault tests' long variants (100 restarts, ...)"
-	@echo "make lint         ruff + mypy"
+	@echo "make unit         the unit tests only: no network, no broker"
+	@echo "make lint         ruff (lint + format check) + mypy --strict"
 
 # System packages some tests drive: headless Chromium (dashboard browser test) and Prometheus
 # with promtool (metrics tests). Installed from the distribution when missing.
@@ -45,11 +46,12 @@ test: $(STAMP) system-deps
 	$(BROKER) $(BIN)/python -m pytest -p no:cacheprovider
 
 unit: $(STAMP)
-	$(BIN)/python -m pytest -p no:cacheprovider tests/unit
+	$(BIN)/python -m pytest -p no:cacheprovider -m unit
 
 bench: $(STAMP)
 	$(BROKER) $(BIN)/python bench/throughput.py
 	$(BROKER) $(BIN)/python -m pytest -p no:cacheprovider bench/ --benchmark-only \
+		-W "ignore::pytest_benchmark.logger.PytestBenchmarkWarning" \
 		--benchmark-storage=file://bench/baseline --benchmark-compare=0001 \
 		--benchmark-compare-fail=median:100% --benchmark-json=bench/results/latest.json
 
@@ -80,7 +82,8 @@ faults-long: $(STAMP)
 	$(BROKER) STREAMER_FAULTS_LONG=1 $(BIN)/python -m pytest -p no:cacheprovider tests/faults --timeout 7200
 
 lint: $(STAMP)
-	$(BIN)/ruff check streamer tests bench loadtest
+	$(BIN)/ruff check streamer tests bench loadtest examples
+	$(BIN)/ruff format --check streamer tests bench loadtest examples
 	$(BIN)/mypy
 
 broker-stop: $(STAMP)

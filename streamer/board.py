@@ -162,6 +162,11 @@ class Board:
         return self._tasks.get(task_id)
 
     @property
+    def received(self) -> int:
+        """Well-formed reports folded in or ignored (stale, repeated): all that reached it."""
+        return self.reports + self.stale + self.duplicates
+
+    @property
     def gaps(self) -> int:
         """Reports known to be missing, over the tasks still on the board."""
         return sum(t.gaps for t in self._tasks.values())

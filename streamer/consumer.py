@@ -12,38 +12,33 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import enum
 import functools
-import importlib
-import inspect
 import logging
 import random
 import ssl
 import time
 from asyncio import FIRST_COMPLETED
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
-from dataclasses import dataclass
-from typing import Any, Final, NamedTuple, cast
+from collections.abc import AsyncIterator, Mapping, Sequence
+from typing import Any, Final, NamedTuple
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import aiormq
 import aiormq.abc
 import aiormq.exceptions
-import msgspec
 
+from .callback import Outcome, Verdict, dispatch, resolve_callback
 from .errors import (
     AuthenticationError,
     BrokerError,
     CallbackError,
     ConfigError,
-    Drop,
-    HaltConsumer,
-    Nack,
     UntrustedCertificate,
 )
-from .report import Report, decode
+from .message import MALFORMED, Message, classify
 from .settings import Settings, load_settings, mask_url
+from .topology import plan
 
+# Message, classify and MALFORMED are re-exported: they are the consumer API's vocabulary.
 __all__ = [
     "COUNTERS",
     "MALFORMED",
@@ -51,274 +46,18 @@ __all__ = [
     "Message",
     "classify",
     "consume",
-    "dispatch",
-    "import_callback",
-    "resolve_callback",
     "subscribe",
 ]
 
 log = logging.getLogger(__name__)
 
 
-#: Kinds of malformed message, each a key of :attr:`Consumer.counters`.
-MALFORMED: Final = ("too_large", "content_type", "not_utf8", "not_json", "not_a_report")
 #: What happened to messages that reached the callback, and to the connection.
 OUTCOMES: Final = ("delivered", "acked", "nacked", "dropped", "failed", "reconnects")
 #: Every name :attr:`Consumer.counters` has (a closed set: all present from the start).
 COUNTERS: Final = OUTCOMES + MALFORMED
 
-_QUEUE_KEYS: Final = frozenset({"durable", "auto_delete", "exclusive", "arguments"})
-_BINDING_KEYS: Final = frozenset({"exchange", "queue", "routing_keys"})
 _MALFORMED_LOG_INTERVAL: Final = 60.0
-
-
-@dataclass(frozen=True, slots=True)
-class Message:
-    """One decoded report as a callback receives it, with where and how it arrived.
-
-    Attributes:
-        report: the decoded, validated Task Report.
-        routing_key: e.g. ``tasks.8f3c``.
-        exchange: the exchange it was published to.
-        queue: the queue it was consumed from (the broker-made name for an anonymous one).
-        body: the raw body, as received.
-        properties: the AMQP basic properties (pamqp ``BasicProperties``).
-        delivery_tag: the channel's tag for this delivery.
-        redelivered: the broker delivered it before (e.g. after a ``Nack``).
-        consumer_tag: the consumer it was delivered to.
-    """
-
-    report: Report
-    routing_key: str
-    exchange: str
-    queue: str
-    body: bytes
-    properties: Any
-    delivery_tag: int = 0
-    redelivered: bool = False
-    consumer_tag: str = ""
-
-    @property
-    def topic(self) -> str:
-        """The routing key, under fedora-messaging's name for it."""
-        return self.routing_key
-
-    @property
-    def headers(self) -> dict[str, Any]:
-        """The AMQP header table (empty unless the publisher's ``headers`` setting is on)."""
-        return dict(getattr(self.properties, "headers", None) or {})
-
-
-def classify(body: bytes, content_type: str | None, max_body: int) -> Report | str:
-    """Decode a body into a :class:`Report`, or name why it is malformed (a ``MALFORMED`` kind).
-
-    A missing content type is accepted (any AMQP client may publish a report); an explicit
-    one must be ``application/json``. The UTF-8 check only runs on bodies that failed to
-    decode, so well-formed reports pay for one JSON decode only.
-    """
-    if len(body) > max_body:
-        return "too_large"
-    if content_type and content_type.split(";")[0].strip().lower() != "application/json":
-        return "content_type"
-    try:
-        return decode(body)
-    except msgspec.ValidationError:
-        return "not_a_report"
-    except UnicodeDecodeError:  # msgspec checks strings' UTF-8 and raises this one
-        return "not_utf8"
-    except (msgspec.DecodeError, ValueError):
-        try:
-            body.decode("utf-8")
-        except UnicodeDecodeError:
-            return "not_utf8"
-        return "not_json"
-
-
-class Verdict(enum.Enum):
-    """What to do with a message once the callback is done with it."""
-
-    ACK = "acked"
-    NACK = "nacked"
-    DROP = "dropped"
-    FAIL = "failed"
-
-
-Callback = Callable[[Message], Any]
-
-
-def resolve_callback(callback: Any) -> Callback:
-    """A class is instantiated once (one-time set-up, state across calls); a callable is kept.
-
-    Raises:
-        ConfigError: the object is not callable, or the class cannot be instantiated.
-    """
-    if isinstance(callback, type):
-        try:
-            callback = callback()
-        except Exception as exc:
-            raise ConfigError(f"callback class {callback.__name__} failed to start: {exc}") from exc
-    if not callable(callback):
-        raise ConfigError(f"callback {callback!r} is not callable")
-    return cast(Callback, callback)
-
-
-def import_callback(path: str) -> Any:
-    """Import ``package.module:object`` (the object may be dotted: ``module:Class.method``).
-
-    Raises:
-        ConfigError: the path is malformed, the module cannot be imported or lacks the object.
-    """
-    module_name, sep, attr = path.partition(":")
-    if not sep or not module_name or not attr:
-        raise ConfigError(f"callback {path!r} must look like package.module:object")
-    try:
-        obj: Any = importlib.import_module(module_name)
-    except Exception as exc:  # a broken module raises anything at import time
-        raise ConfigError(f"cannot import callback module {module_name!r}: {exc}") from exc
-    for part in attr.split("."):
-        try:
-            obj = getattr(obj, part)
-        except AttributeError:
-            raise ConfigError(f"module {module_name!r} has no attribute {attr!r}") from None
-    if not callable(obj):
-        raise ConfigError(f"callback {path!r} is not callable")
-    return obj
-
-
-def _is_async(callback: Callback) -> bool:
-    return inspect.iscoroutinefunction(callback) or inspect.iscoroutinefunction(
-        getattr(callback, "__call__", None)  # noqa: B004 - instances with an async __call__
-    )
-
-
-class Outcome(NamedTuple):
-    """How a callback ended: the verdict, plus the halt or the failure, if any."""
-
-    verdict: Verdict
-    halt: HaltConsumer | None = None
-    error: Exception | None = None
-
-
-async def dispatch(callback: Callback, message: Message) -> Outcome:
-    """Run the callback on one message and turn how it ended into a verdict.
-
-    Sync callbacks run in a worker thread so that heartbeats keep flowing while they work;
-    async ones are awaited. ``HaltConsumer`` is returned (with ACK, or NACK when it asks for
-    a requeue) rather than raised, so the message is settled before the consumer stops.
-    """
-    try:
-        if _is_async(callback):
-            await callback(message)
-        else:
-            result = await asyncio.to_thread(callback, message)
-            if inspect.isawaitable(result):  # e.g. a functools.partial of a coroutine function
-                await result
-    except Nack:
-        return Outcome(Verdict.NACK)
-    except Drop:
-        return Outcome(Verdict.DROP)
-    except HaltConsumer as halt:
-        return Outcome(Verdict.NACK if halt.requeue else Verdict.ACK, halt)
-    except Exception as exc:
-        log.exception(
-            "callback failed on %s (seq %d); message rejected, not requeued",
-            message.routing_key,
-            message.report.seq,
-        )
-        return Outcome(Verdict.FAIL, error=exc)
-    return Outcome(Verdict.ACK)
-
-
-@dataclass(frozen=True, slots=True)
-class _Queue:
-    name: str  # "" asks the broker for a name
-    durable: bool
-    auto_delete: bool
-    exclusive: bool
-    arguments: dict[str, Any]
-
-
-@dataclass(frozen=True, slots=True)
-class _Binding:
-    exchange: str
-    queue: str
-    routing_keys: tuple[str, ...]
-
-
-def default_queue_arguments(max_length: int = 10_000) -> dict[str, Any]:
-    """A capped queue whose oldest messages the broker drops: a slow consumer never hoards."""
-    return {"x-max-length": max_length, "x-overflow": "drop-head"}
-
-
-def _refuse_unknown(table: Mapping[str, Any], valid: frozenset[str], what: str) -> None:
-    unknown = sorted(set(table) - valid)
-    if unknown:
-        raise ConfigError(f"{what} {', '.join(unknown)}; valid: {', '.join(sorted(valid))}")
-
-
-def plan(
-    settings: Settings,
-    bindings: Mapping[str, Any] | Sequence[Mapping[str, Any]] | None,
-    queues: Mapping[str, Mapping[str, Any]] | None,
-) -> tuple[list[_Queue], list[_Binding]]:
-    """Check fedora-messaging style ``bindings`` and ``queues`` and fill in the defaults.
-
-    A binding without ``queue`` (or with ``""``) goes to an anonymous, exclusive,
-    auto-deleted, length-capped queue; so does the default binding (``<prefix>.#`` on the
-    settings' exchange). A named queue must be described in ``queues``.
-
-    Raises:
-        ConfigError: an unknown key, a wrong type or a binding to an undeclared queue.
-    """
-    declared: dict[str, _Queue] = {}
-    for name, spec in (queues or {}).items():
-        if not isinstance(spec, Mapping):
-            raise ConfigError(f"queue {name!r}: expected a table of options, got {spec!r}")
-        _refuse_unknown(spec, _QUEUE_KEYS, f"queue {name!r}: unknown option")
-        arguments = spec.get("arguments", {})
-        if not isinstance(arguments, Mapping):
-            raise ConfigError(f"queue {name!r}: arguments must be a table, got {arguments!r}")
-        flags = {}
-        for flag, default in (("durable", True), ("auto_delete", False), ("exclusive", False)):
-            value = spec.get(flag, default)
-            if not isinstance(value, bool):
-                raise ConfigError(f"queue {name!r}: {flag} must be true or false, got {value!r}")
-            flags[flag] = value
-        declared[name] = _Queue(name=name, arguments=dict(arguments), **flags)
-
-    if bindings is None:
-        raw: list[Mapping[str, Any]] = (
-            [] if queues else [{"routing_keys": [f"{settings.routing_prefix}.#"]}]
-        )
-    elif isinstance(bindings, Mapping):
-        raw = [bindings]
-    else:
-        raw = list(bindings)
-    planned = []
-    for binding in raw:
-        if not isinstance(binding, Mapping):
-            raise ConfigError(f"binding {binding!r}: expected a table")
-        _refuse_unknown(binding, _BINDING_KEYS, f"binding {dict(binding)!r}: unknown key")
-        keys = binding.get("routing_keys", [f"{settings.routing_prefix}.#"])
-        keys = [keys] if isinstance(keys, str) else keys
-        if not isinstance(keys, Sequence) or not all(isinstance(k, str) for k in keys):
-            raise ConfigError(f"binding {dict(binding)!r}: routing_keys must be a list of strings")
-        exchange = binding.get("exchange", settings.exchange)
-        queue = binding.get("queue", "") or ""
-        if not isinstance(exchange, str) or not exchange or not isinstance(queue, str):
-            raise ConfigError(f"binding {dict(binding)!r}: exchange and queue must be strings")
-        if queue not in declared:
-            if queue:
-                raise ConfigError(
-                    f"binding to queue {queue!r}, which is not in queues; describe it there "
-                    "(durable, auto_delete, exclusive, arguments) or leave queue out for an "
-                    "anonymous one"
-                )
-            declared[""] = _Queue("", False, True, True, default_queue_arguments())
-        planned.append(_Binding(exchange, queue, tuple(keys)))
-    if not declared:
-        raise ConfigError("nothing to consume: give bindings or queues")
-    return list(declared.values()), planned
 
 
 def _with_heartbeat(url: str, heartbeat: int) -> str:

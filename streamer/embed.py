@@ -25,13 +25,12 @@ import sys
 import time
 import weakref
 from collections.abc import Callable
-from types import TracebackType
 from typing import Any, Final
 
 import msgspec
 import uvloop
 
-from .front import Front
+from .front import BlockingFront
 from .handoff import Handoff, encode_handoff
 from .publisher import Publisher
 from .report import Report, check
@@ -75,7 +74,7 @@ class _Signal:
         return True
 
 
-class BackgroundPublisher(Front):
+class BackgroundPublisher(BlockingFront):
     """A publisher for synchronous code: ``publish()`` from any thread, never blocks.
 
     Usable as a context manager; also closed at interpreter exit with a bounded flush::
@@ -283,17 +282,6 @@ class BackgroundPublisher(Front):
             pending=stats.pending + waiting,
         )
         return total
-
-    def __enter__(self) -> BackgroundPublisher:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else "running" if self._started else "idle"

@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from typing import Any, ClassVar
+from types import TracebackType
+from typing import Any, ClassVar, Self
 
 from .report import Report
 from .settings import Settings, resolve_settings
 from .task import TaskReporter, fingerprint
 
-__all__ = ["Front"]
+__all__ = ["BlockingFront", "Front"]
 
 
 class Front:
@@ -47,9 +48,7 @@ class Front:
         config: str | os.PathLike[str] | None = None,
         **options: Any,
     ) -> None:
-        self.settings = resolve_settings(
-            url, exchange, settings, config, options, env=self._env
-        )
+        self.settings = resolve_settings(url, exchange, settings, config, options, env=self._env)
         self._setup()
 
     def _setup(self) -> None:
@@ -66,3 +65,24 @@ class Front:
         """
         fields.setdefault("worker_name", fingerprint(self.settings.app_id))
         return TaskReporter(self.publish, task_id, **fields)
+
+
+class BlockingFront(Front):
+    """A front for synchronous code: blocking ``flush``/``close``, a ``with`` block closes."""
+
+    def flush(self, timeout: float | None = None) -> bool:
+        raise NotImplementedError
+
+    def close(self, timeout: float | None = None) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()

@@ -60,7 +60,7 @@ from prometheus_client.core import (
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 from prometheus_client.registry import Collector
 
-from .consumer import MALFORMED
+from .message import MALFORMED
 from .report import STATES
 from .stats import DROP_REASONS, LatencyHistogram, Stats
 
@@ -231,7 +231,7 @@ class BoardCollector(Collector):
         yield _counter(
             "streamer_received_reports",
             "Well-formed reports received (applied or ignored).",
-            board.reports + board.stale + board.duplicates,
+            board.received,
         )
         yield _labelled(
             CounterMetricFamily,

@@ -79,8 +79,10 @@ def check(report: object) -> None:
     known state: every publisher's first check, cheap enough for the hot path.
     """
     try:
-        if type(report) is not Report or type(report.task_id) is not str or (
-            report.state not in STATES
+        if (
+            type(report) is not Report
+            or type(report.task_id) is not str
+            or (report.state not in STATES)
         ):
             refuse(report)
     except TypeError:  # an unhashable state

@@ -24,6 +24,7 @@ __all__ = [
     "load_settings",
     "mask_url",
     "read_config",
+    "replace_host",
     "resolve_settings",
 ]
 
@@ -47,6 +48,18 @@ def mask_url(url: str) -> str:
         return url
     host = parts.netloc.rpartition("@")[2]
     netloc = f"{parts.username or ''}:***@{host}"
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+def replace_host(url: str, host: str | None, port: int | None) -> str:
+    """``url`` with its host and/or port replaced (user, password, vhost and query kept)."""
+    parts = urlsplit(url)
+    name = host if host is not None else parts.hostname or "localhost"
+    if ":" in name and not name.startswith("["):
+        name = f"[{name}]"  # an IPv6 address
+    new_port = port if port is not None else parts.port
+    userinfo, _, _ = parts.netloc.rpartition("@")
+    netloc = (f"{userinfo}@" if userinfo else "") + name + (f":{new_port}" if new_port else "")
     return urlunsplit(parts._replace(netloc=netloc))
 
 

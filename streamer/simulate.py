@@ -10,6 +10,9 @@ or is canceled stops part-way and emits fewer. A finished sync spawns its publis
 
 Everything is drawn from one seeded RNG, so a seed replays the same task ids, outcomes and
 report sequence, whatever the broker does and however many workers run at once.
+
+Over 500 lines because the task model (steps, sizes, failures) and the pacing of the workers
+that replay it are one noun, the simulation; the load harness imports both.
 """
 
 from __future__ import annotations

@@ -32,11 +32,10 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from fractions import Fraction
-from types import TracebackType
 from typing import ClassVar, Final, cast
 
 from .embed import BackgroundPublisher
-from .front import Front
+from .front import BlockingFront
 from .publisher import Publisher
 from .report import STATES, Report, check, decode, encode_stamped
 from .routing import routing_key
@@ -288,7 +287,7 @@ def capture() -> Iterator[Captured]:
             setattr(cls, _METHOD, original)
 
 
-class CapturingPublisher(Front):
+class CapturingPublisher(BlockingFront):
     """A stand-in for :class:`~streamer.BackgroundPublisher` that records into ``captured``.
 
     For code that takes its publisher as an argument: pass one of these in tests. It takes
@@ -351,17 +350,6 @@ class CapturingPublisher(Front):
             dropped=dropped,
             dropped_by_reason=by_reason,
         )
-
-    def __enter__(self) -> CapturingPublisher:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else "capturing"

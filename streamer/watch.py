@@ -19,11 +19,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import heapq
 import time
-from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Final
 
@@ -37,8 +34,9 @@ from .consumer import MALFORMED, Consumer, Message
 from .report import Report, decode
 from .routing import routing_key
 from .settings import Settings
+from .view import Counters, error_text, select_rows
 
-__all__ = ["EXIT_CODES", "EXIT_STOPPED", "Counters", "render", "watch"]
+__all__ = ["EXIT_CODES", "EXIT_STOPPED", "render", "watch"]
 
 EXIT_CODES: Final = {"finished": 0, "error": 10, "canceled": 11, "skipped": 12}
 EXIT_STOPPED: Final = 13  # stop was set while the followed task was still going
@@ -56,30 +54,7 @@ STATE_STYLES: Final = {
 _BAR_WIDTH: Final = 12
 _ID_WIDTH: Final = 12
 _TYPE_WIDTH: Final = 15
-_RATE_WINDOW: Final = 1.0  # seconds over which reports/s is measured
 _NO_VALUE: Final = "—"
-
-
-@dataclass
-class Counters:
-    """What the header shows besides the board: deliveries, malformed ones, reports/s.
-
-    ``rate`` is updated by :meth:`sample` (once per refresh, not per message).
-    """
-
-    received: int = 0
-    malformed: int = 0
-    rate: float = 0.0
-    _samples: deque[tuple[float, int]] = field(default_factory=deque, repr=False)
-
-    def sample(self, now: float) -> None:
-        """Recompute ``rate`` over roughly the last second of deliveries."""
-        samples = self._samples
-        samples.append((now, self.received))
-        while len(samples) > 2 and now - samples[0][0] > _RATE_WINDOW:
-            samples.popleft()
-        first_t, first_n = samples[0]
-        self.rate = (self.received - first_n) / (now - first_t) if now > first_t else 0.0
 
 
 # -- rendering ----------------------------------------------------------------------------
@@ -172,26 +147,6 @@ def _header(board: Board, counters: Counters) -> Text:
     return header
 
 
-def _rows(board: Board, max_rows: int) -> tuple[list[TaskState], int, int]:
-    """Active tasks (most recently updated first), then finished ones, capped.
-
-    Returns:
-        the rows, and how many active and finished tasks were left out.
-    """
-    active: list[TaskState] = []
-    finished: list[TaskState] = []
-    for task in board:
-        (finished if task.finished else active).append(task)
-    shown_active = heapq.nlargest(max_rows, active, key=lambda t: t.last_seen)
-    room = max(max_rows - len(shown_active), 0)
-    shown_finished = heapq.nlargest(room, finished, key=lambda t: t.last_seen)
-    return (
-        shown_active + shown_finished,
-        len(active) - len(shown_active),
-        len(finished) - len(shown_finished),
-    )
-
-
 def render(board: Board, *, counters: Counters, now: float, max_rows: int) -> RenderableType:
     """The whole view (header line and task table) for the board as it is at ``now``.
 
@@ -210,7 +165,7 @@ def render(board: Board, *, counters: Counters, now: float, max_rows: int) -> Re
     # cells are single lines cut with an ellipsis.
     table.add_column("worker", overflow="ellipsis", min_width=6, max_width=18)
     table.add_column("tags", overflow="ellipsis", min_width=8)
-    rows, more_active, more_finished = _rows(board, max_rows)
+    rows, more_active, more_finished = select_rows(board, max_rows)
     for task in rows:
         report = task.report
         table.add_row(
@@ -245,8 +200,9 @@ def _line(task: TaskState, now: float) -> Text:
         _items(task) if task.done is not None else "",
         f"worker={task.report.worker_name}" if task.report.worker_name else "",
     ]
-    if task.report.error is not None:
-        parts.append(f"error={task.report.error.code}: {task.report.error.description}")
+    error = error_text(task.report)
+    if error is not None:
+        parts.append(f"error={error}")
     return Text(" ".join(p for p in parts if p))
 
 

@@ -1,4 +1,4 @@
-"""Private RabbitMQ nodes for tests and demos (standard library only).
+"""Private RabbitMQ nodes for tests and demos (standard library, streamer and tests/helpers.py).
 
 Tests that stop, restart or alarm a broker must never do it to the shared one (127.0.0.1:5672),
 so they get a private node: about 5 s to start, 1.3 s to stop. On Debian the node drops root
@@ -22,7 +22,6 @@ import logging
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -34,6 +33,11 @@ from typing import Any, NoReturn
 from urllib.parse import urlsplit
 
 from streamer.settings import mask_url
+
+try:
+    from tests.helpers import amqp_problem, free_port
+except ImportError:  # run as a script (the watchdog: python -I tests/broker.py _watch ...)
+    from helpers import amqp_problem, free_port  # type: ignore[no-redef]
 
 log = logging.getLogger(__name__)
 
@@ -61,25 +65,6 @@ class TlsFiles:
     ca: str
     cert: str
     key: str
-
-
-def amqp_ping(port: int, host: str = "127.0.0.1", timeout: float = 2.0) -> bool:
-    """True if a broker answers the AMQP 0-9-1 header with Connection.Start (not just any TCP)."""
-    reply = b""
-    try:
-        with socket.create_connection((host, port), timeout=timeout) as sock:
-            sock.sendall(b"AMQP\x00\x00\x09\x01")
-            while len(reply) < 11 and (chunk := sock.recv(11 - len(reply))):
-                reply += chunk
-    except OSError:
-        return False
-    return len(reply) == 11 and reply[0] == 1 and reply[7:11] == b"\x00\x0a\x00\x0a"
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _tool(name: str) -> list[str] | None:
@@ -141,12 +126,12 @@ class PrivateNode:
         tls: TlsFiles | None = None,
     ) -> None:
         self.name = f"{prefix}-{os.getpid()}-{next(_counter)}@localhost"
-        self.port = port or _free_port()
-        self.dist_port = dist_port or _free_port()
+        self.port = port or free_port()
+        self.dist_port = dist_port or free_port()
         self.extra_config = extra_config
         self.keep_running = keep_running
         self.tls = tls
-        self.tls_port = _free_port() if tls is not None else 0
+        self.tls_port = free_port() if tls is not None else 0
         self.data_dir: Path | None = None
         self.serving_at = 0.0
         self._watchdog: subprocess.Popen[bytes] | None = None
@@ -207,7 +192,7 @@ class PrivateNode:
             )
         if rc:
             self._fail(f"rabbitmq-server -detached exited with status {rc}")
-        while not amqp_ping(self.port, timeout=1):
+        while amqp_problem(self.port, timeout=1) is not None:
             if time.monotonic() > deadline:
                 self._fail(f"not serving AMQP on port {self.port} after {timeout:.0f} s")
             if "\nSlogan: " in self._read("erl_crash.dump") or (self.pid and not self.is_running()):
@@ -434,13 +419,13 @@ def ensure_url() -> str:
     if url := os.environ.get("STREAMER_URL"):
         log.info("using STREAMER_URL %s", mask_url(url))
         return url
-    if amqp_ping(5672):
+    if amqp_problem(5672) is None:
         log.info("using the shared broker at %s", mask_url(SHARED_URL))
         return SHARED_URL
     with _state_lock():
         node = _recorded_node()
         if node is not None:
-            if node.is_running() and amqp_ping(node.port):
+            if node.is_running() and amqp_problem(node.port) is None:
                 log.info("reusing private node %s at %s", node.name, mask_url(node.url))
                 return node.url
             node.close()

@@ -1,36 +1,77 @@
-"""Shared fixtures: the broker every integration test talks to, and unique names."""
+"""Markers by folder, the event loop by folder, and the fixtures more than one folder uses:
+the broker every integration test talks to, unique names, a fresh exchange, a free port.
+
+Each folder of tests/ is one marker, so that ``pytest -m unit`` runs what needs no network
+and no broker (tests/unit and tests/loadtest, whose tests exercise the load tooling's pure
+parts), ``-m integration`` what needs the broker under test, ``-m faults`` what starts
+private broker nodes and breaks them, and ``-m browser`` the dashboard in headless Chromium.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import os
-import socket
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
 
 from streamer.settings import DEFAULT_URL, mask_url
+from tests.helpers import amqp_problem, delete_from_broker
+from tests.helpers import free_port as _free_port
+
+TESTS = Path(__file__).resolve().parent
+# tests/<folder>/... -> the markers its tests get; the loadtest folder tests pure code.
+FOLDER_MARKERS = {
+    "unit": ("unit",),
+    "loadtest": ("unit", "loadtest"),
+    "integration": ("integration",),
+    "faults": ("faults",),
+    "browser": ("browser",),
+}
+# Folders whose async tests run under uvloop, like the CLI and the background publisher.
+UVLOOP_FOLDERS = {"integration", "faults", "browser"}
 
 
-def _probe(url: str) -> str | None:
-    """Return why ``url`` is not an AMQP broker we can reach, or None if it is."""
-    parts = urlsplit(url)
+def _folder(path: Path) -> str:
+    """The first folder below tests/ that ``path`` is in ("" for none)."""
     try:
-        with socket.create_connection((parts.hostname, parts.port or 5672), timeout=3) as sock:
-            sock.sendall(b"AMQP\x00\x00\x09\x01")
-            sock.settimeout(3)
-            first = sock.recv(1)
-    except OSError as exc:
-        return f"{exc}"
-    return None if first == b"\x01" else "the peer does not speak AMQP 0-9-1"
+        parts = path.resolve().relative_to(TESTS).parts
+    except ValueError:
+        return ""
+    return parts[0] if len(parts) > 1 else ""
+
+
+@pytest.hookimpl(tryfirst=True)  # before ``-m`` deselects by marker
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        for name in FOLDER_MARKERS.get(_folder(item.path), ()):
+            item.add_marker(name)
+
+
+def pytest_asyncio_loop_factories(
+    config: pytest.Config, item: pytest.Item
+) -> dict[str, Callable[[], asyncio.AbstractEventLoop]]:
+    """uvloop for the suites that talk to a broker; asyncio's own loop for the unit tests.
+
+    (pytest-asyncio >= 1.4 has this hook, and takes no None for an answer: so unit items get
+    asyncio's loop by name.)
+    """
+    if _folder(item.path) in UVLOOP_FOLDERS:
+        import uvloop  # not imported for unit runs (nor on platforms without it)
+
+        return {"uvloop": uvloop.new_event_loop}
+    return {"asyncio": asyncio.new_event_loop}
 
 
 @pytest.fixture(scope="session")
 def broker_url() -> str:
     """The broker under test: ``$STREAMER_URL`` or the local default. Missing = failure."""
     url = os.environ.get("STREAMER_URL") or DEFAULT_URL
-    problem = _probe(url)
+    parts = urlsplit(url)
+    problem = amqp_problem(parts.port or 5672, parts.hostname or "127.0.0.1", timeout=3)
     if problem is not None:
         pytest.fail(
             f"no RabbitMQ broker at {mask_url(url)} ({problem}). Integration tests need a "
@@ -47,9 +88,14 @@ def unique() -> str:
 
 
 @pytest.fixture
-def free_port() -> Iterator[int]:
+def free_port() -> int:
     """A loopback TCP port nobody listens on (connections to it are refused)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    yield port
+    return _free_port()
+
+
+@pytest.fixture
+async def exchange(broker_url: str, unique: str) -> AsyncIterator[str]:
+    """A fresh topic exchange name; deleted after the test."""
+    name = f"streamer.test.{unique}"
+    yield name
+    await delete_from_broker(broker_url, exchanges=(name,))

@@ -21,7 +21,6 @@ from typing import Any
 
 import pytest
 import trustme
-import uvloop
 
 from tests.broker import PrivateNode, TlsFiles
 from tests.proxy import Proxy
@@ -29,11 +28,6 @@ from tests.proxy import Proxy
 LONG = os.environ.get("STREAMER_FAULTS_LONG") == "1"
 RESULTS = Path(__file__).with_name("results") / "figures.json"
 _figures: dict[str, dict[str, Any]] = {}
-
-
-def pytest_asyncio_loop_factories(config: pytest.Config, item: pytest.Item) -> dict[str, Any]:
-    """Fault tests run under uvloop, like the CLI and the background publisher."""
-    return {"uvloop": uvloop.new_event_loop}
 
 
 def record(test: str, **figures: Any) -> None:

@@ -11,9 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
-import subprocess
-import sys
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -31,9 +28,9 @@ from streamer.report import STATES, encode
 from streamer.settings import Settings
 from tests.broker import PrivateNode
 from tests.faults.conftest import LONG, record
+from tests.helpers import run_streamer
 
 EXAMPLES = 2000 if LONG else 300
-STREAMER = str(Path(sys.executable).with_name("streamer"))
 
 anything = st.none() | st.booleans() | st.integers() | st.floats() | st.text() | st.binary()
 # Any Python value, including ones JSON cannot carry (sets, objects, huge ints, NaN).
@@ -184,16 +181,7 @@ async def test_consumer_survives_what_a_foreign_client_sends(node: PrivateNode) 
 
 
 def _cli(tmp_path: Path, *args: str, env: dict[str, str] | None = None) -> tuple[int, str]:
-    environ = {k: v for k, v in os.environ.items() if not k.startswith("STREAMER_")}
-    done = subprocess.run(
-        [STREAMER, *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env={**environ, **(env or {})},
-        cwd=tmp_path,
-        check=False,
-    )
+    done = run_streamer(*args, env=env, cwd=tmp_path)
     assert done.stdout == "", done.stdout
     return done.returncode, done.stderr
 

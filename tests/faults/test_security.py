@@ -11,14 +11,10 @@ import asyncio
 import contextlib
 import json
 import logging
-import os
 import secrets
-import subprocess
-import sys
 import time
 import uuid
 from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlsplit, urlunsplit
 
@@ -34,9 +30,8 @@ from streamer.metrics import PublisherCollector
 from streamer.settings import Settings, load_settings
 from tests.broker import PrivateNode
 from tests.faults.conftest import record
+from tests.helpers import run_streamer
 from tests.proxy import Proxy
-
-STREAMER = str(Path(sys.executable).with_name("streamer"))
 
 
 def exchange_name() -> str:
@@ -133,11 +128,7 @@ def _with_credentials(url: str, user: str, password: str) -> str:
 
 
 def _cli(*args: str, url: str) -> str:
-    env = {**os.environ, "STREAMER_URL": url, "STREAMER_CONNECT_TIMEOUT": "1"}
-    env.pop("STREAMER_CONFIG", None)
-    done = subprocess.run(
-        [STREAMER, *args], capture_output=True, text=True, timeout=60, env=env, check=False
-    )
+    done = run_streamer(*args, env={"STREAMER_URL": url, "STREAMER_CONNECT_TIMEOUT": "1"})
     return f"{done.returncode}\n{done.stdout}\n{done.stderr}"
 
 

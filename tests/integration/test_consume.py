@@ -10,7 +10,6 @@ import logging
 import os
 import signal
 import subprocess
-import sys
 import textwrap
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -26,6 +25,7 @@ from streamer.errors import CallbackError, Drop, HaltConsumer, Nack
 from streamer.report import Report, encode
 from streamer.settings import Settings
 from tests.broker import PrivateNode
+from tests.helpers import start_streamer
 from tests.proxy import Proxy
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -398,16 +398,8 @@ class Printer:
 
 def _cli(tmp_path: Path, *args: str) -> subprocess.Popen[str]:
     (tmp_path / "my_callbacks.py").write_text(textwrap.dedent(CALLBACK_MODULE))
-    env = {k: v for k, v in os.environ.items() if not k.startswith("STREAMER_")}
-    env["PYTHONPATH"] = os.pathsep.join([str(tmp_path), str(ROOT)])
-    code = "from streamer.cli import main; main()"
-    return subprocess.Popen(
-        [sys.executable, "-c", code, "consume", *args],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    env = {"PYTHONPATH": os.pathsep.join([str(tmp_path), str(ROOT)])}
+    return start_streamer("consume", *args, env=env)
 
 
 def _reap(proc: subprocess.Popen[str]) -> None:

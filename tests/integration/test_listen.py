@@ -4,37 +4,22 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import signal
-import subprocess
-import sys
 import threading
-from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 import pika
-import pytest
 
 from streamer import Publisher, Report
-
-pytestmark = pytest.mark.integration
-
-STREAMER = str(Path(sys.executable).with_name("streamer"))
+from tests.helpers import start_streamer
 
 
 class Listener:
     """``streamer listen`` in a subprocess; its stdout lines collected by a thread."""
 
     def __init__(self, broker_url: str, exchange: str, *args: str) -> None:
-        env = {**os.environ, "STREAMER_URL": broker_url}
-        env.pop("STREAMER_CONFIG", None)
-        self.proc = subprocess.Popen(
-            [STREAMER, "listen", "-e", exchange, *args],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            env=env,
-        )
+        env = {"STREAMER_URL": broker_url}
+        self.proc = start_streamer("listen", "-e", exchange, *args, env=env)
         self.lines: list[str] = []
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()

@@ -9,7 +9,6 @@ from __future__ import annotations
 import csv
 import json
 import os
-import socket
 import subprocess
 import sys
 import textwrap
@@ -18,16 +17,10 @@ from typing import Any
 
 import pytest
 
+from tests.helpers import free_port as _free_port
+
 REPO = Path(__file__).resolve().parents[2]
 LOCUSTFILE = "loadtest/locustfile.py"
-
-pytestmark = pytest.mark.integration
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _locust(*args: str, url: str) -> subprocess.Popen[str]:

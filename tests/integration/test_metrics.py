@@ -13,8 +13,6 @@ from prometheus_client.parser import text_string_to_metric_families
 from streamer import BackgroundPublisher, Publisher, Report
 from tests.integration.conftest import Collector
 
-pytestmark = pytest.mark.integration
-
 
 async def _scrape(url: str) -> dict[str, float]:
     async with aiohttp.ClientSession() as session, session.get(url) as response:

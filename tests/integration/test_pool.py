@@ -16,8 +16,6 @@ from streamer.pool import ConnectionPool, PoolOwner
 from streamer.settings import Settings
 from tests.integration.conftest import Collector, broker_connections
 
-pytestmark = pytest.mark.integration
-
 
 def open_fds() -> int:
     return psutil.Process().num_fds()

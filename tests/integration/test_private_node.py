@@ -11,11 +11,10 @@ from collections.abc import Callable
 
 import pytest
 
-from tests.broker import PrivateNode, amqp_ping
+from tests.broker import PrivateNode
+from tests.helpers import amqp_problem
 
 pika = pytest.importorskip("pika")
-
-pytestmark = pytest.mark.integration
 
 
 def _eventually(check: Callable[[], bool], timeout: float = 10) -> bool:
@@ -35,7 +34,7 @@ def test_lifecycle() -> None:
     with PrivateNode(prefix="streamer-selftest") as node:
         assert node.port != 5672
         assert node.url == f"amqp://guest:guest@127.0.0.1:{node.port}/"
-        assert amqp_ping(node.port)
+        assert amqp_problem(node.port) is None
         assert node.connections() == []
         assert node.channels_count() == 0
 
@@ -56,7 +55,7 @@ def test_lifecycle() -> None:
         assert _eventually(lambda: _alarms(node) == "[]"), _alarms(node)
 
         node.restart()
-        assert amqp_ping(node.port)
+        assert amqp_problem(node.port) is None
 
         node.stop()
         assert not node.is_running()

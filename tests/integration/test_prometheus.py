@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import json
 import shutil
-import socket
 import subprocess
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -20,9 +19,8 @@ import aiohttp
 import pytest
 
 from streamer import Publisher, Report
-from tests.integration.conftest import dashboard_command, wait_healthy
-
-pytestmark = pytest.mark.integration
+from tests.helpers import free_port as _free_port
+from tests.helpers import running_dashboard
 
 ROOT = Path(__file__).resolve().parents[2]
 DASHBOARD_JSON = ROOT / "grafana" / "dashboards" / "streamer.json"
@@ -38,12 +36,6 @@ def _tool(name: str) -> str:
             pytrace=False,
         )
     return found
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def grafana_queries() -> list[tuple[str, str]]:
@@ -71,12 +63,8 @@ async def _wait_http(url: str, timeout: float = 30) -> None:
 @pytest.fixture
 async def dashboard(broker_url: str, exchange: str, free_port: int) -> AsyncIterator[str]:
     """``streamer dashboard`` on a free port, consuming; yields its base URL."""
-    url = f"http://127.0.0.1:{free_port}/"
-    async with dashboard_command(broker_url, exchange, free_port) as (proc, _):
-        async with aiohttp.ClientSession() as http:
-            await wait_healthy(http, url)
+    async with running_dashboard(broker_url, exchange, free_port) as url:
         yield url.rstrip("/")
-    assert proc.returncode == 0
 
 
 @pytest.fixture

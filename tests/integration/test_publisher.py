@@ -18,8 +18,6 @@ from streamer import Publisher, Report
 from tests.integration.conftest import Collector
 from tests.proxy import Proxy
 
-pytestmark = pytest.mark.integration
-
 
 def report(task: str, state: str = "running", **progress: object) -> Report:
     return Report(task_id=task, state=state, task_type="sync", progress_report=dict(progress))
@@ -107,7 +105,9 @@ async def test_terminal_report_never_superseded(broker_url: str, exchange: str) 
 
 
 async def test_outage_drops_and_never_blocks(broker_url: str, exchange: str, proxy: Proxy) -> None:
-    """Connection lost: reports drop at once (counted), publish() stays fast, no exception."""
+    """Connection lost: reports drop at once (counted), publish() never blocks, no exception.
+
+    What a call costs during an outage is measured by bench/test_call_timings.py."""
     async with Publisher(proxy.url, exchange, reconnect_min=0.05, reconnect_max=0.2) as pub:
         pub.publish(report("o1"))
         assert await pub.flush(10)
@@ -122,7 +122,8 @@ async def test_outage_drops_and_never_blocks(broker_url: str, exchange: str, pro
                 await asyncio.sleep(0)
         assert pub.stats.dropped_by_reason["disconnected"] >= 19_000
         assert_balanced(pub)
-        assert worst < 0.05, f"publish() took {worst * 1000:.1f} ms during an outage"
+        # Only real blocking (waiting on the network) fails here; not a timing target.
+        assert worst < 1.0, f"publish() blocked for {worst * 1000:.0f} ms during an outage"
         await proxy.start()
         for _ in range(100):
             if pub.stats.connections:

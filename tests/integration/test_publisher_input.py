@@ -8,8 +8,6 @@ import pytest
 
 from streamer import InvalidReport, Publisher, Report
 
-pytestmark = pytest.mark.integration
-
 
 @pytest.mark.parametrize(
     ("report", "message"),

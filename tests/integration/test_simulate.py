@@ -2,53 +2,19 @@
 
 from __future__ import annotations
 
-import asyncio
-import os
 import re
-import sys
 from collections import defaultdict
-from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tests.helpers import run_streamer_async
 from tests.integration.conftest import Collector
 
-pytestmark = pytest.mark.integration
-
-# The console script next to this interpreter (the venv's), else the same entry point by hand.
-_SCRIPT = Path(sys.executable).with_name("streamer")
 _SUMMARY = re.compile(
     r"(?P<published>[\d,]+) published: (?P<confirmed>[\d,]+) confirmed, "
     r"(?P<coalesced>[\d,]+) coalesced, (?P<dropped>[\d,]+) dropped"
 )
-
-
-def _command(*args: str) -> list[str]:
-    if _SCRIPT.exists():
-        return [str(_SCRIPT), *args]
-    entry = "from streamer.cli import main; main(prog_name='streamer')"
-    return [sys.executable, "-c", entry, *args]
-
-
-async def streamer(*args: str, timeout: float = 60) -> tuple[int, str, str]:
-    """Run the CLI without blocking the loop (the collector keeps consuming meanwhile)."""
-    env = {k: v for k, v in os.environ.items() if k != "STREAMER_CONFIG"}
-    proc = await asyncio.create_subprocess_exec(
-        *_command(*args),
-        stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-        env=env,
-    )
-    try:
-        out, err = await asyncio.wait_for(proc.communicate(), timeout)
-    except TimeoutError:
-        proc.kill()
-        await proc.wait()
-        raise
-    assert proc.returncode is not None
-    return proc.returncode, out.decode(), err.decode()
 
 
 def counts(summary: str) -> dict[str, int]:
@@ -67,7 +33,7 @@ def by_task(reports: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
 async def test_simulate_delivers_every_task(
     broker_url: str, exchange: str, collector: Collector
 ) -> None:
-    code, out, err = await streamer(
+    code, out, err = await run_streamer_async(
         "simulate",
         *("--url", broker_url, "-e", exchange),
         *("--tasks", "3", "--concurrency", "2", "--updates", "50", "--seed", "1"),
@@ -96,7 +62,7 @@ async def test_simulate_delivers_every_task(
 async def test_simulate_failures_end_with_their_state(
     broker_url: str, exchange: str, collector: Collector
 ) -> None:
-    code, out, err = await streamer(
+    code, out, err = await run_streamer_async(
         "simulate",
         *("--url", broker_url, "-e", exchange, "--tasks", "8", "--concurrency", "3"),
         *("--updates", "30", "--error-rate", "0.3", "--cancel-rate", "0.2", "--seed", "2"),
@@ -123,7 +89,7 @@ async def test_simulate_failures_end_with_their_state(
 
 
 async def test_rate_paces_the_run(broker_url: str, exchange: str, collector: Collector) -> None:
-    code, out, err = await streamer(
+    code, out, err = await run_streamer_async(
         "simulate",
         *("--url", broker_url, "-e", exchange, "--tasks", "3", "--concurrency", "2"),
         *("--updates", "50", "--rate", "500"),
@@ -147,7 +113,7 @@ async def test_rate_paces_the_run(broker_url: str, exchange: str, collector: Col
     ],
 )
 async def test_bad_option_is_a_one_line_usage_error(args: list[str], complaint: str) -> None:
-    code, out, err = await streamer("simulate", *args)
+    code, out, err = await run_streamer_async("simulate", *args)
     assert code == 2
     assert out == ""
     lines = err.strip().splitlines()

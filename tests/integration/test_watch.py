@@ -15,8 +15,6 @@ from streamer import Publisher, Report
 from streamer.settings import Settings, load_settings
 from streamer.watch import watch
 
-pytestmark = pytest.mark.integration
-
 
 def recording(*, terminal: bool = False) -> tuple[Console, io.StringIO]:
     out = io.StringIO()

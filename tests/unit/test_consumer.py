@@ -12,22 +12,13 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
-from streamer.cli import _consumer_config, _consumer_settings, main
-from streamer.consumer import (
-    COUNTERS,
-    MALFORMED,
-    Message,
-    Verdict,
-    _with_heartbeat,
-    classify,
-    dispatch,
-    import_callback,
-    plan,
-    resolve_callback,
-)
+from streamer.callback import Verdict, dispatch, import_callback, resolve_callback
+from streamer.cli import main
+from streamer.consumer import COUNTERS, MALFORMED, Message, _with_heartbeat, classify
 from streamer.errors import ConfigError, Drop, HaltConsumer, Nack
 from streamer.report import Report, encode
-from streamer.settings import Settings
+from streamer.settings import Settings, load_settings
+from streamer.topology import CONSUMER_TABLES, consumer_tables, plan
 
 GOOD = encode(Report(task_id="t1", state="running", seq=7))
 
@@ -147,7 +138,7 @@ async def test_other_exception_fails_with_a_logged_traceback(
     error = ValueError("bad")
     outcome = await dispatch(_raiser(error), message("poison"))
     assert outcome.verdict is Verdict.FAIL and outcome.error is error
-    [record] = [r for r in caplog.records if r.name == "streamer.consumer"]
+    [record] = [r for r in caplog.records if r.name == "streamer.callback"]
     assert "tasks.poison" in record.getMessage() and record.exc_info is not None
 
 
@@ -275,25 +266,28 @@ def test_config_tables_are_split_from_settings(
         '[[bindings]]\nqueue = "q"\nrouting_keys = ["tasks.*"]\n'
         "[queues.q]\ndurable = false\n[qos]\nprefetch_count = 7\n"
     )
-    bindings, queues, prefetch = _consumer_config(str(config))
+    bindings, queues, prefetch = consumer_tables(str(config))
     assert bindings == [{"queue": "q", "routing_keys": ["tasks.*"]}]
     assert queues == {"q": {"durable": False}} and prefetch == 7
-    settings = _consumer_settings(None, None, str(config))
+    settings = load_settings(str(config), sections=CONSUMER_TABLES)
     assert settings.exchange == "pulp.api.v2" and settings.heartbeat == 5
     assert settings.urls == ("amqp://a/", "amqp://b/")
-    assert _consumer_settings(None, "override", str(config)).exchange == "override"
+    assert (
+        load_settings(str(config), exchange="override", sections=CONSUMER_TABLES).exchange
+        == "override"
+    )
 
 
 def test_config_errors_name_the_real_file(tmp_path: Path) -> None:
     config = tmp_path / "c.toml"
     config.write_text('heartbeat = "often"\nbogus = 1\n')
-    _consumer_config(str(config))  # no consumer tables: nothing to object to
+    consumer_tables(str(config))  # no consumer tables: nothing to object to
     with pytest.raises(ConfigError) as info:
-        _consumer_settings(None, None, str(config))
+        load_settings(str(config), sections=CONSUMER_TABLES)
     assert str(config) in str(info.value)
     config.write_text("[qos]\nprefetch = 3\n")
     with pytest.raises(ConfigError, match="prefetch_count only"):
-        _consumer_config(str(config))
+        consumer_tables(str(config))
 
 
 def test_cli_bad_callback_is_one_line_and_exit_2() -> None:

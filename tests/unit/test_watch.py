@@ -10,7 +10,8 @@ from rich.console import Console
 
 from streamer import Report, TaskError, encode
 from streamer.board import Board
-from streamer.watch import EXIT_CODES, Counters, _Watcher, render
+from streamer.view import Counters
+from streamer.watch import EXIT_CODES, _Watcher, render
 
 
 def progress(done: int, total: int) -> dict[str, Any]:

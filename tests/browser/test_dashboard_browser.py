@@ -12,7 +12,6 @@ import asyncio
 import contextlib
 import os
 import shutil
-import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -25,11 +24,8 @@ from playwright.async_api import Browser, Page, async_playwright
 from streamer import Publisher, Report
 from streamer.report import TaskError
 from streamer.simulate import Simulation, Tally, run_simulation
-from tests.integration.conftest import dashboard_command, wait_healthy
+from tests.helpers import running_dashboard
 
-pytestmark = pytest.mark.integration
-
-STREAMER = str(Path(sys.executable).with_name("streamer"))
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
 ARGS = [
     "--headless",
@@ -47,17 +43,6 @@ XSS = "<script>alert(1)</script>"
 
 def progress(done: int, total: int) -> dict[str, Any]:
     return {"content": {"items_done": done, "items_total": total}}
-
-
-@contextlib.asynccontextmanager
-async def dashboard_process(broker_url: str, exchange: str, port: int) -> AsyncIterator[str]:
-    """``streamer dashboard`` on ``port``, healthy (consuming); yields its URL."""
-    url = f"http://127.0.0.1:{port}/"
-    async with dashboard_command(broker_url, exchange, port) as (proc, _):
-        async with aiohttp.ClientSession() as http:
-            await wait_healthy(http, url)
-        yield url
-    assert proc.returncode == 0
 
 
 @contextlib.asynccontextmanager
@@ -94,7 +79,7 @@ async def test_page_shows_live_progress_and_keeps_up(
     dialogs: list[str] = []
     problems: list[str] = []
     async with (
-        dashboard_process(broker_url, exchange, free_port) as url,
+        running_dashboard(broker_url, exchange, free_port) as url,
         chromium() as browser,
         Publisher(broker_url, exchange) as pub,
     ):

@@ -1,0 +1,178 @@
+"""What every ``streamer`` command shares: the common options, settings, running a coroutine
+under uvloop, stopping on signals, and the one error path.
+
+Errors are one line on stderr and an exit code (DESIGN: command line): 2 for usage and
+configuration errors (click's own usage errors too, such as an unknown command), 1 for
+anything else, 130 on Ctrl-C; a traceback only with ``-v``. They all leave through
+:meth:`Group.main`, so no command handles errors of its own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import difflib
+import logging
+import signal
+import sys
+from collections.abc import Callable, Coroutine, Iterator, Sequence
+from typing import Any, NoReturn, TypeVar
+
+import click
+
+from ..errors import ConfigError, InvalidReport, StreamerError
+from ..routing import routing_key
+from ..settings import Settings, load_settings
+from ..topology import CONSUMER_TABLES
+
+__all__ = [
+    "Group",
+    "common_options",
+    "on_signals",
+    "run",
+    "settings_from",
+    "task_key",
+    "usage_error",
+]
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+# -v of the command being run, for the error path (it decides whether to show a traceback).
+# One command runs per process, and Group.main resets it for in-process runs (tests).
+_verbosity = [0]
+
+
+def _remember_verbosity(ctx: click.Context, param: click.Parameter, value: int) -> int:
+    _verbosity[0] = value
+    return value
+
+
+def common_options(func: F) -> F:
+    """--url, -e/--exchange, --config, -v: the options every subcommand takes."""
+    func = click.option(
+        "-v",
+        "--verbose",
+        count=True,
+        callback=_remember_verbosity,
+        help="More logging (-vv: debug); tracebacks on errors.",
+    )(func)
+    func = click.option(
+        "--config",
+        "config",
+        type=click.Path(dir_okay=False),
+        envvar="STREAMER_CONFIG",
+        help="TOML settings file.",
+    )(func)
+    func = click.option("-e", "--exchange", help="Topic exchange (default: streamer).")(func)
+    func = click.option("--url", help="Broker URL (default: $STREAMER_URL or the local one).")(func)
+    return func
+
+
+def settings_from(
+    url: str | None, exchange: str | None, config: str | None, *, consumer: bool = False
+) -> Settings:
+    """Settings from the common options; with ``consumer``, the file may also hold the
+    consumer's ``[[bindings]]``, ``[queues.*]`` and ``[qos]`` tables (read elsewhere)."""
+    sections = CONSUMER_TABLES if consumer else ()
+    return load_settings(config, url=url, exchange=exchange, sections=sections)
+
+
+def usage_error(message: str) -> NoReturn:
+    """Stop with a usage error (exit 2) about the current command."""
+    raise click.UsageError(message, click.get_current_context(silent=True))
+
+
+def task_key(option: str, task_id: str, settings: Settings) -> str:
+    """The routing key of ``--task`` ``task_id``; a usage error if it cannot be one."""
+    try:
+        return routing_key(task_id, settings.routing_prefix)
+    except InvalidReport as exc:
+        usage_error(f"{option}: {exc}")
+
+
+def run(verbose: int, main: Coroutine[Any, Any, int]) -> int:
+    """Configure logging from ``-v`` and run a command's coroutine under uvloop.
+
+    Errors propagate to :meth:`Group.main`, which turns them into one line.
+    """
+    import uvloop  # the commands' event loop; the library itself is loop-agnostic
+
+    logging.basicConfig(
+        level=logging.WARNING - 10 * min(verbose, 2),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    return uvloop.run(main)
+
+
+@contextlib.contextmanager
+def on_signals(
+    callback: Callable[[], None], signals: Sequence[int] = (signal.SIGINT, signal.SIGTERM)
+) -> Iterator[None]:
+    """Call ``callback`` on the running loop when one of ``signals`` arrives (a clean stop)."""
+    loop = asyncio.get_running_loop()
+    for sig in signals:
+        loop.add_signal_handler(sig, callback)
+    try:
+        yield
+    finally:
+        for sig in signals:
+            loop.remove_signal_handler(sig)
+
+
+def _fail(message: str, code: int) -> NoReturn:
+    click.echo(f"streamer: {message}", err=True)
+    sys.exit(code)
+
+
+class Group(click.Group):
+    """The ``streamer`` group: the one place errors become a line and an exit code."""
+
+    def main(
+        self,
+        args: Sequence[str] | None = None,
+        prog_name: str | None = None,
+        complete_var: str | None = None,
+        standalone_mode: bool = True,
+        **extra: Any,
+    ) -> Any:
+        run_main = super().main
+        if not standalone_mode:
+            return run_main(args, prog_name, complete_var, False, **extra)
+        _verbosity[0] = 0
+        try:
+            code = run_main(args, prog_name, complete_var, False, **extra)
+        except click.exceptions.NoArgsIsHelpError as exc:
+            exc.show()  # `streamer` alone: the help, as click shows it
+            sys.exit(exc.exit_code)
+        except click.UsageError as exc:
+            ctx = exc.ctx
+            hint = f" (see '{ctx.command_path} --help')" if ctx is not None else ""
+            _fail(f"usage error: {exc.format_message()}{hint}", 2)
+        except click.Abort:
+            click.echo(file=sys.stderr)
+            sys.exit(130)
+        except click.ClickException as exc:
+            exc.show()
+            sys.exit(exc.exit_code)
+        except KeyboardInterrupt:
+            sys.exit(130)
+        except ConfigError as exc:
+            if _verbosity[0]:
+                raise
+            _fail(f"configuration error: {exc}", 2)
+        except (StreamerError, OSError) as exc:
+            if _verbosity[0]:
+                raise
+            _fail(f"error: {exc}", 1)
+        sys.exit(code if isinstance(code, int) else 0)
+
+    def resolve_command(
+        self, ctx: click.Context, args: list[str]
+    ) -> tuple[str | None, click.Command | None, list[str]]:
+        """As click's, with a suggestion when the name is a near miss (``lisen``)."""
+        name = args[0] if args else ""
+        if args and self.get_command(ctx, name) is None and not name.startswith("-"):
+            close = difflib.get_close_matches(name, self.list_commands(ctx), n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            ctx.fail(f"no such command {name!r}{hint}")
+        return super().resolve_command(ctx, args)

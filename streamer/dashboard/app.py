@@ -1,0 +1,312 @@
+"""The dashboard as one object: a consumer folding reports into a bounded board, and the
+aiohttp application that shows it (pages, event stream, API, ``/metrics``, ``/healthz``).
+
+The terminal view's sibling (:mod:`streamer.watch`), built the same way: each delivery is only
+decoded and folded into the board, and what viewers see is produced from the board on a clock
+(:mod:`.stream`), never per message. The consumer takes deliveries without acknowledgements
+(``no_ack``) from an exclusive, length-capped queue, and the board and the per-task history
+are bounded: a viewer drops rather than queues.
+
+Every string a task sends is data, never markup: the page writes it with ``textContent`` and
+the server forbids inline scripts and styles with a Content-Security-Policy.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import enum
+import time
+from collections import OrderedDict, deque
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from importlib import resources
+from typing import Any, Final
+
+from aiohttp import web
+from prometheus_client import CollectorRegistry
+
+from ..board import Board
+from ..consumer import MALFORMED, Consumer, Message
+from ..errors import ConfigError
+from ..metrics import BoardCollector, handler
+from ..settings import Settings
+from ..view import RateWindow
+from .api import TaskApi
+from .auth import Auth, guard
+from .rows import Entry, Summary, encode
+from .stream import EventStream
+
+__all__ = ["Dashboard"]
+
+#: Sent with every response: the page loads nothing but its own files and never runs inline
+#: code, so a task string that slipped into markup still could not execute.
+SECURITY_HEADERS: Final = {
+    "Content-Security-Policy": (
+        "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; "
+        "img-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+    ),
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "no-referrer",
+    "Cache-Control": "no-cache",
+}
+_STATIC: Final = {
+    "dashboard.css": "text/css",
+    "dashboard.js": "text/javascript",
+    "favicon.svg": "image/svg+xml",
+    "format.js": "text/javascript",
+    "task.js": "text/javascript",
+    "dashboard.html": "text/html",
+    "task.html": "text/html",
+}
+
+
+class Phase(enum.Enum):
+    INIT = "init"
+    OPEN = "open"
+    CLOSING = "closing"
+    CLOSED = "closed"
+
+
+class Dashboard:
+    """The web dashboard: a consumer, a bounded board and an aiohttp server, as one object.
+
+    ``async with Dashboard(settings) as dashboard:`` binds the port, starts consuming and
+    serving; leaving it (or :meth:`close`) stops both. :attr:`url` is where it listens.
+
+    Routes: ``/`` (the page), ``/events`` (the stream), ``/tasks/<id>`` (one task and its
+    recent reports), ``/api/tasks`` and ``/api/tasks/<id>`` (JSON), ``/metrics``
+    (Prometheus), ``/healthz`` (no authentication: for load balancers and probes).
+
+    Args:
+        settings: broker and exchange.
+        bindings: the consumer's bindings (default: ``<routing_prefix>.#`` on the exchange,
+            on an exclusive, auto-deleted, length-capped queue).
+        queues: named queues, as for :class:`~streamer.consumer.Consumer` (give them a length
+            cap: a viewer should drop, not hoard).
+        host, port: where to listen (port 0 picks a free one).
+        auth: required credentials; None serves anyone who can connect (loopback only,
+            enforced by the command line).
+        max_tasks, max_finished: the board's bounds.
+        history: recent reports kept per task, for ``/tasks/<id>``.
+        history_tasks: tasks whose history is kept (the most recently updated).
+        interval: seconds between two batches of the event stream.
+        prefetch: deliveries waiting for the board at most (beyond that they are dropped).
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        bindings: Mapping[str, Any] | Sequence[Mapping[str, Any]] | None = None,
+        queues: Mapping[str, Mapping[str, Any]] | None = None,
+        host: str = "127.0.0.1",
+        port: int = 8700,
+        auth: Auth | None = None,
+        max_tasks: int = 10_000,
+        max_finished: int = 1_000,
+        history: int = 20,
+        history_tasks: int = 1_000,
+        interval: float = 0.25,
+        prefetch: int = 2_000,
+    ) -> None:
+        if history < 1 or history_tasks < 1:
+            raise ConfigError("history and history_tasks must be at least 1")
+        if interval <= 0:
+            raise ConfigError(f"interval must be positive, got {interval}")
+        self.settings = settings
+        self.host = host
+        self.port = port
+        self.auth = auth
+        self.interval = interval
+        self.board = Board(max_tasks=max_tasks, max_finished=max_finished)
+        self.consumer = Consumer(
+            self._on_message,
+            bindings=bindings,
+            queues=queues,
+            settings=settings,
+            prefetch=prefetch,
+            no_ack=True,
+        )
+        self._history_len = history
+        self._history_tasks = history_tasks
+        self._history: OrderedDict[str, deque[Entry]] = OrderedDict()
+        self._rate_window = RateWindow()
+        self._rate = 0.0
+        self.stream = EventStream(self.board, self.summary, interval, self._sample)
+        self._phase = Phase.INIT
+        self._consuming: asyncio.Future[int] | None = None
+        self._broadcasting: asyncio.Future[None] | None = None
+        self._runner: web.AppRunner | None = None
+        self._static = {name: _read_static(name) for name in _STATIC}
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    @property
+    def url(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}/"
+
+    @property
+    def consuming(self) -> asyncio.Event:
+        """Set while the dashboard's queue is bound and consumed."""
+        return self.consumer.consuming
+
+    async def start(self) -> None:
+        """Bind the port, then start consuming and the event stream.
+
+        Raises:
+            OSError: the address cannot be bound.
+            RuntimeError: already started.
+        """
+        if self._phase is not Phase.INIT:
+            raise RuntimeError(f"dashboard cannot start when {self._phase.value}")
+        self._phase = Phase.OPEN
+        runner = self._runner = web.AppRunner(self.app(), access_log=None, shutdown_timeout=2)
+        await runner.setup()
+        site = web.TCPSite(runner, self.host, self.port)
+        try:
+            await site.start()
+        except BaseException:
+            await self.close()
+            raise
+        if self.port == 0:
+            self.port = int(runner.addresses[0][1])
+        self._consuming = asyncio.ensure_future(self.consumer.run())
+        self._broadcasting = asyncio.ensure_future(self.stream.run())
+
+    async def wait(self) -> None:
+        """Until consuming ends: after :meth:`close`, or raising why the consumer gave up
+        (e.g. the broker refused the credentials)."""
+        if self._consuming is None:
+            raise RuntimeError("dashboard not started")
+        await asyncio.shield(self._consuming)
+
+    async def close(self) -> None:
+        """Stop consuming and serving; open event streams end (idempotent)."""
+        if self._phase in (Phase.CLOSING, Phase.CLOSED):
+            return
+        self._phase = Phase.CLOSING
+        self.consumer.stop()
+        self.stream.close()
+        if self._broadcasting is not None:
+            self._broadcasting.cancel()
+        for task in (self._consuming, self._broadcasting):
+            if task is not None:
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task  # the consumer's error, if any, was for wait() to raise
+        if self._runner is not None:
+            await self._runner.cleanup()
+        self._phase = Phase.CLOSED
+
+    async def __aenter__(self) -> Dashboard:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    def __repr__(self) -> str:
+        auth = f", {self.auth.describe()}" if self.auth is not None else ""
+        return f"<Dashboard {self.url} {self._phase.value}, {len(self.board)} tasks{auth}>"
+
+    # -- receiving ------------------------------------------------------------------------
+
+    async def _on_message(self, message: Message) -> None:
+        """Fold one report in: board, history, dirty set. Nothing else runs per message."""
+        report = message.report
+        now = time.time()
+        if not self.board.apply(report, now):
+            return
+        task_id = report.task_id
+        task = self.board.get(task_id)
+        if task is None:  # applied, then evicted at once (a board full of active tasks)
+            return
+        self.stream.touch(task_id)
+        history = self._history.get(task_id)
+        if history is None:
+            history = self._history[task_id] = deque(maxlen=self._history_len)
+            if len(self._history) > self._history_tasks:
+                self._history.popitem(last=False)
+        else:
+            self._history.move_to_end(task_id)
+        history.append(Entry(now, report.seq, report.state, task.done, task.total, report.sent_at))
+
+    def _received(self) -> tuple[int, int]:
+        """Messages received (malformed ones included) and how many of them were malformed."""
+        counters = self.consumer.counters
+        malformed = sum(counters[kind] for kind in MALFORMED)
+        return self.board.received + malformed, malformed
+
+    def _sample(self, now: float) -> None:
+        self._rate = self._rate_window.sample(now, self._received()[0])
+
+    def summary(self) -> Summary:
+        """The header: what the board holds and how the stream is doing."""
+        board = self.board
+        received, malformed = self._received()
+        return Summary(
+            tasks=len(board),
+            by_state=board.by_state(),
+            received=received,
+            rate=self._rate,
+            malformed=malformed,
+            gaps=board.gaps,
+            ignored=board.stale + board.duplicates,
+            evicted=board.evicted,
+            dropped=self.consumer.counters["dropped"],
+            consuming=self.consuming.is_set(),
+        )
+
+    # -- the web app ----------------------------------------------------------------------
+
+    def app(self) -> web.Application:
+        """The aiohttp application (routes, authentication, security headers)."""
+        app = web.Application(middlewares=[guard(self.auth)])
+        app.on_response_prepare.append(_secure)
+        api = TaskApi(self.board, self._history, self.summary)
+        app.router.add_get("/", self._page("dashboard.html"))
+        app.router.add_get("/tasks/{task_id:.+}", self._page("task.html"))
+        app.router.add_get("/static/{name}", self._asset)
+        app.router.add_get("/events", self.stream.handle)
+        app.router.add_get("/api/tasks", api.tasks)
+        app.router.add_get("/api/tasks/{task_id:.+}", api.task)
+        registry = CollectorRegistry()
+        registry.register(BoardCollector(self.board, self.consumer.counters))
+        app.router.add_get("/metrics", handler(registry))
+        app.router.add_get("/healthz", self._healthz)
+        return app
+
+    def _page(self, name: str) -> Callable[[web.Request], Awaitable[web.Response]]:
+        async def page(request: web.Request) -> web.Response:
+            return web.Response(body=self._static[name], content_type="text/html", charset="utf-8")
+
+        return page
+
+    async def _asset(self, request: web.Request) -> web.Response:
+        name = request.match_info["name"]
+        if name not in _STATIC or name.endswith(".html"):
+            raise web.HTTPNotFound()
+        content_type = _STATIC[name]
+        charset = None if content_type.startswith("image/") else "utf-8"
+        return web.Response(body=self._static[name], content_type=content_type, charset=charset)
+
+    async def _healthz(self, request: web.Request) -> web.Response:
+        consuming = self.consuming.is_set()
+        body = {
+            "status": "ok" if consuming else "connecting",
+            "consuming": consuming,
+            "tasks": len(self.board),
+            "viewers": self.stream.viewers,
+        }
+        return web.Response(
+            status=200 if consuming else 503, body=encode(body), content_type="application/json"
+        )
+
+
+async def _secure(request: web.Request, response: web.StreamResponse) -> None:
+    response.headers.update(SECURITY_HEADERS)
+
+
+def _read_static(name: str) -> bytes:
+    return (resources.files("streamer.dashboard") / "static" / name).read_bytes()

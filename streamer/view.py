@@ -1,0 +1,87 @@
+"""What every view of the board shares (``watch``, the dashboard, the simulate summary): the
+rate over a sliding window, the header counters, which rows to show, how an error reads.
+
+Views redraw on a clock, never per report, so everything here is computed once per refresh.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Final
+
+from .board import Board, TaskState
+from .report import Report
+
+__all__ = ["Counters", "RateWindow", "error_text", "select_rows"]
+
+_RATE_WINDOW: Final = 1.0  # seconds over which a rate is measured
+
+
+class RateWindow:
+    """Events per second over roughly the last ``window`` seconds, from samples of a count.
+
+    Sampled once per refresh: a burst shows at once and a stop shows as a falling rate,
+    which an average since the start would hide.
+    """
+
+    __slots__ = ("_samples", "window")
+
+    def __init__(self, window: float = _RATE_WINDOW) -> None:
+        self.window = window
+        self._samples: deque[tuple[float, int]] = deque()
+
+    def sample(self, now: float, count: int) -> float:
+        """Record ``count`` (a running total) at ``now``; return the recent rate."""
+        samples = self._samples
+        samples.append((now, count))
+        while len(samples) > 2 and now - samples[0][0] > self.window:
+            samples.popleft()
+        first_t, first_n = samples[0]
+        return (count - first_n) / (now - first_t) if now > first_t else 0.0
+
+
+@dataclass
+class Counters:
+    """What a view's header shows besides the board: deliveries, malformed ones, reports/s.
+
+    ``rate`` is updated by :meth:`sample` (once per refresh, not per message).
+    """
+
+    received: int = 0
+    malformed: int = 0
+    rate: float = 0.0
+    _window: RateWindow = field(default_factory=RateWindow, repr=False)
+
+    def sample(self, now: float) -> None:
+        """Recompute ``rate`` over roughly the last second of deliveries."""
+        self.rate = self._window.sample(now, self.received)
+
+
+def select_rows(board: Board, max_rows: int) -> tuple[list[TaskState], int, int]:
+    """Active tasks (most recently updated first), then finished ones, at most ``max_rows``.
+
+    Returns:
+        the rows, and how many active and finished tasks were left out.
+    """
+    active: list[TaskState] = []
+    finished: list[TaskState] = []
+    for task in board:
+        (finished if task.finished else active).append(task)
+    shown_active = heapq.nlargest(max_rows, active, key=lambda t: t.last_seen)
+    room = max(max_rows - len(shown_active), 0)
+    shown_finished = heapq.nlargest(room, finished, key=lambda t: t.last_seen)
+    return (
+        shown_active + shown_finished,
+        len(active) - len(shown_active),
+        len(finished) - len(shown_finished),
+    )
+
+
+def error_text(report: Report, limit: int | None = None) -> str | None:
+    """``code: description`` of a failed task's error (cut to ``limit``), or None."""
+    if report.error is None:
+        return None
+    text = f"{report.error.code}: {report.error.description}"
+    return text if limit is None else text[:limit]

@@ -1,0 +1,109 @@
+"""The command line's conventions, in process (no broker): every usage or configuration error
+is one line on stderr with exit code 2, click's own errors included; help works everywhere."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner, Result
+
+from streamer.cli import main
+
+COMMANDS = ("consume", "dashboard", "demo", "listen", "simulate", "watch")
+# A port nothing listens on: no test here may reach a broker.
+NOWHERE = "amqp://guest:guest@127.0.0.1:1/"
+
+
+def invoke(*args: str) -> Result:
+    return CliRunner(env={"STREAMER_URL": NOWHERE, "STREAMER_CONFIG": None}).invoke(main, args)
+
+
+def one_line(result: Result, code: int = 2) -> str:
+    assert result.exit_code == code, (result.exit_code, result.output, result.stderr)
+    assert result.stdout == "", result.stdout
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    return lines[0]
+
+
+def test_unknown_command_suggests_the_near_one() -> None:
+    line = one_line(invoke("lisen"))
+    assert line == (
+        "streamer: usage error: no such command 'lisen'; did you mean 'listen'? "
+        "(see 'streamer --help')"
+    )
+    assert "did you mean" not in one_line(invoke("zzzzzz"))
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_unknown_option_is_one_line(command: str) -> None:
+    line = one_line(invoke(command, "--no-such-option"))
+    assert line.startswith("streamer: usage error: No such option '--no-such-option'")
+    assert line.endswith(f"(see 'streamer {command} --help')")
+
+
+@pytest.mark.parametrize("command", ["demo", "listen", "simulate", "watch"])
+def test_bad_url_is_a_configuration_error(command: str) -> None:
+    line = one_line(invoke(command, "--url", "http://user:secret@example.invalid/"))
+    assert line.startswith("streamer: configuration error: setting url=")
+    assert "secret" not in line and "***" in line
+
+
+def test_bad_config_file_is_a_configuration_error(tmp_path: Path) -> None:
+    config = tmp_path / "c.toml"
+    config.write_text("heartbeat = 'often'\n")
+    line = one_line(invoke("listen", "--config", str(config)))
+    assert line.startswith("streamer: configuration error: setting heartbeat='often'")
+    assert str(config) in line
+
+
+@pytest.mark.parametrize(
+    ("args", "complaint"),
+    [
+        (["simulate", "--error-rate", "2"], "--error-rate"),
+        (["simulate", "--error-rate", "0.6", "--cancel-rate", "0.6"], "--cancel-rate"),
+        (["simulate", "--updates", "9"], "--updates"),
+        (["simulate", "--concurrency", "0"], "--concurrency"),
+        (["listen", "--task", "a.b"], "--task: task_id 'a.b' contains '.'"),
+        (["watch", "--task", "a b"], "--task: task_id 'a b' contains ' '"),
+        (["dashboard", "--host", "0.0.0.0"], "is not a loopback address"),
+        (["dashboard", "--basic-auth", "nocolon"], "user:password"),
+        (["consume"], "Missing option '--callback'"),
+    ],
+)
+def test_bad_option_is_a_one_line_usage_error(args: list[str], complaint: str) -> None:
+    line = one_line(invoke(*args))
+    assert line.startswith("streamer: usage error:") and complaint in line, line
+
+
+def test_bad_callback_is_a_configuration_error() -> None:
+    line = one_line(invoke("consume", "--callback", "no_such_module_q:cb"))
+    assert "cannot import callback module" in line
+
+
+def test_verbose_shows_the_traceback_instead() -> None:
+    result = invoke("listen", "-v", "--url", "http://nowhere/")
+    assert result.exit_code == 1 and result.exception is not None
+    assert type(result.exception).__name__ == "ConfigError"
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_every_command_has_help_with_an_example(command: str) -> None:
+    result = invoke(command, "--help")
+    assert result.exit_code == 0
+    for option in ("--url", "--exchange", "--config", "--verbose"):
+        assert option in result.stdout
+    assert "Example" in result.stdout
+
+
+def test_no_command_shows_the_help() -> None:
+    result = invoke()
+    assert "Usage: streamer [OPTIONS] COMMAND" in result.output
+    for command in COMMANDS:
+        assert command in result.output
+
+
+def test_version() -> None:
+    result = invoke("--version")
+    assert result.exit_code == 0 and "0.1.0" in result.stdout
