@@ -16,7 +16,6 @@ import functools
 import logging
 import random
 import ssl
-import time
 from asyncio import FIRST_COMPLETED
 from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any, Final, NamedTuple
@@ -34,7 +33,7 @@ from .errors import (
     ConfigError,
     UntrustedCertificate,
 )
-from .message import MALFORMED, Message, classify
+from .message import MALFORMED, Malformed, Message, classify
 from .settings import Settings, load_settings, mask_url
 from .topology import plan
 
@@ -56,8 +55,6 @@ log = logging.getLogger(__name__)
 OUTCOMES: Final = ("delivered", "acked", "nacked", "dropped", "failed", "reconnects")
 #: Every name :attr:`Consumer.counters` has (a closed set: all present from the start).
 COUNTERS: Final = OUTCOMES + MALFORMED
-
-_MALFORMED_LOG_INTERVAL: Final = 60.0
 
 
 def _with_heartbeat(url: str, heartbeat: int) -> str:
@@ -119,8 +116,7 @@ class Consumer:
         self._consuming = asyncio.Event()
         self._exit_code = 0
         self._error: BaseException | None = None
-        self._malformed_logged: dict[str, float] = {}
-        self._malformed_unlogged: dict[str, int] = dict.fromkeys(MALFORMED, 0)
+        self._malformed_log = Malformed()
 
     @property
     def consuming(self) -> asyncio.Event:
@@ -359,24 +355,9 @@ class Consumer:
         return outcome
 
     def _malformed(self, kind: str, raw: aiormq.abc.DeliveredMessage) -> None:
-        """Count it; log the first of each kind, then at most once a minute per kind."""
         self.counters[kind] += 1
-        now = time.monotonic()
-        last = self._malformed_logged.get(kind)
-        if last is not None and now - last < _MALFORMED_LOG_INTERVAL:
-            self._malformed_unlogged[kind] += 1
-            return
-        self._malformed_logged[kind] = now
-        suppressed, self._malformed_unlogged[kind] = self._malformed_unlogged[kind], 0
-        log.warning(
-            "rejected a malformed message (%s) from exchange %r, routing key %r, app_id %r, "
-            "%d bytes%s",
-            kind,
-            raw.exchange,
-            raw.routing_key,
-            raw.header.properties.app_id,
-            len(raw.body),
-            f"; {suppressed} more of this kind since the last warning" if suppressed else "",
+        self._malformed_log.note(
+            kind, raw.routing_key or "", len(raw.body), raw.header.properties.app_id
         )
 
     async def _settle(self, item: _Inbox, verdict: Verdict) -> None:

@@ -6,6 +6,8 @@ way, so a malformed message is counted under the same kind whichever tool saw it
 
 from __future__ import annotations
 
+import logging
+import time
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -13,7 +15,11 @@ import msgspec
 
 from .report import Report, decode
 
-__all__ = ["MALFORMED", "Message", "classify"]
+__all__ = ["MALFORMED", "Malformed", "Message", "classify"]
+
+log = logging.getLogger(__name__)
+
+_LOG_INTERVAL: Final = 60.0
 
 #: Kinds of malformed message, each a key of :attr:`~streamer.Consumer.counters`.
 MALFORMED: Final = ("too_large", "content_type", "not_utf8", "not_json", "not_a_report")
@@ -79,3 +85,40 @@ def classify(body: bytes, content_type: str | None, max_body: int) -> Report | s
         except UnicodeDecodeError:
             return "not_utf8"
         return "not_json"
+
+
+class Malformed:
+    """Malformed messages counted by kind; the first of each kind is logged, then at most one
+    line a minute per kind (a foreign publisher must not flood the log).
+
+    Attributes:
+        counts: kind (:data:`MALFORMED`) -> how many.
+    """
+
+    def __init__(self) -> None:
+        self.counts: dict[str, int] = dict.fromkeys(MALFORMED, 0)
+        self._logged: dict[str, float] = {}
+        self._unlogged: dict[str, int] = dict.fromkeys(MALFORMED, 0)
+
+    @property
+    def total(self) -> int:
+        return sum(self.counts.values())
+
+    def note(self, kind: str, routing_key: str, size: int, app_id: str | None = None) -> None:
+        """Count one malformed message of ``kind``; log it unless one was logged recently."""
+        self.counts[kind] += 1
+        now = time.monotonic()
+        last = self._logged.get(kind)
+        if last is not None and now - last < _LOG_INTERVAL:
+            self._unlogged[kind] += 1
+            return
+        self._logged[kind] = now
+        suppressed, self._unlogged[kind] = self._unlogged[kind], 0
+        log.warning(
+            "rejected a malformed message (%s), routing key %r, app_id %r, %d bytes%s",
+            kind,
+            routing_key,
+            app_id,
+            size,
+            f"; {suppressed} more of this kind since the last warning" if suppressed else "",
+        )

@@ -17,16 +17,13 @@ import asyncio
 import enum
 import logging
 import os
-import random
-import ssl
 import warnings
 import weakref
 from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any, Final
 
-from .connection import Connection, ConnectionCallbacks, open_connection
-from .errors import AuthenticationError, BrokerError, UntrustedCertificate
+from .amqp import Connection, ConnectionCallbacks, Link
 from .settings import Settings, mask_url
 
 __all__ = ["Channel", "ConnectionPool", "PoolOwner"]
@@ -111,16 +108,37 @@ class PoolOwner:
 
 
 class _Keeper(ConnectionCallbacks):
-    """Keeps one connection slot connected; routes its callbacks to the owner."""
+    """Keeps one connection slot connected (a :class:`~streamer.amqp.Link`); routes its
+    events to the owner."""
 
     def __init__(self, pool: ConnectionPool, slot: int, channels: list[Channel]) -> None:
         self.pool = pool
         self.slot = slot
         self.channels = channels
-        self.conn: Connection | None = None
         self.task: asyncio.Task[None] | None = None
-        self.connected = asyncio.Event()
-        self.attempts = 0
+        self.link = Link(
+            pool.settings,
+            name=pool.settings.client_name,
+            callbacks=self,
+            setup=self._setup,
+            what="publisher",
+            on_open=self._opened,
+        )
+
+    @property
+    def conn(self) -> Connection | None:
+        return self.link.conn if self.link.connected.is_set() else None
+
+    async def _setup(self, conn: Connection) -> None:
+        """Every channel in confirm mode, and the exchange declared (on channel 1)."""
+        for channel in range(1, len(self.channels) + 1):
+            await conn.open_channel(channel, confirm=True)
+        await conn.declare_exchange(1, self.pool.settings.exchange, confirm=True)
+
+    def _opened(self, conn: Connection) -> None:
+        for ch in self.channels:
+            ch.reset(conn)
+        self.pool.owner.channels_open(self.channels)
 
     def on_confirm(self, channel: int, tag: int, multiple: bool, ok: bool) -> None:
         self.pool.owner.confirm(self.channels[channel - 1], tag, multiple, ok)
@@ -136,74 +154,9 @@ class _Keeper(ConnectionCallbacks):
 
     def on_lost(self, exc: BaseException | None) -> None:
         self.pool.reconnects += 1
-        log.warning("lost connection to %s: %s", mask_url(self.conn.url) if self.conn else "?", exc)
         self.pool.owner.channels_lost(self.channels)
         for ch in self.channels:
             ch.reset(None)
-
-    async def run(self) -> None:
-        settings = self.pool.settings
-        delay = settings.reconnect_min
-        while self.pool.state is PoolState.OPEN:
-            conn = await self._connect_any()
-            if conn is None:
-                await asyncio.sleep(random.uniform(delay / 2, delay))
-                delay = min(delay * 2, settings.reconnect_max)
-                continue
-            delay = settings.reconnect_min
-            self.conn = conn
-            for ch in self.channels:
-                ch.reset(conn)
-            self.connected.set()
-            self.pool.owner.channels_open(self.channels)
-            await conn.wait_closed()
-            self.connected.clear()
-            if self.pool.state is PoolState.OPEN:
-                await asyncio.sleep(random.uniform(delay / 2, delay))
-
-    async def _connect_any(self) -> Connection | None:
-        settings = self.pool.settings
-        for url in settings.urls:
-            if self.pool.state is not PoolState.OPEN:
-                return None
-            try:
-                conn = await open_connection(
-                    url,
-                    name=settings.client_name,
-                    channels=len(self.channels),
-                    heartbeat=settings.heartbeat,
-                    timeout=settings.connect_timeout,
-                    callbacks=self,
-                    ca_file=settings.ca_file,
-                    exchange=settings.exchange,
-                )
-            except AuthenticationError as exc:
-                self._report(logging.ERROR, url, exc)
-                continue
-            except ssl.SSLCertVerificationError as exc:  # retrying will not help: say why
-                reason = exc.verify_message or str(exc)
-                self._report(logging.ERROR, url, UntrustedCertificate(mask_url(url), reason))
-                continue
-            except (OSError, TimeoutError, BrokerError, EOFError) as exc:
-                self._report(logging.WARNING, url, exc)
-                continue
-            if self.attempts:
-                log.info("connected to %s after %d failed attempts", mask_url(url), self.attempts)
-            self.attempts = 0
-            return conn
-        return None
-
-    def _report(self, level: int, url: str, exc: BaseException) -> None:
-        self.attempts += 1
-        # Loud on the first failure, then once in a while: a long outage must not flood logs.
-        if self.attempts == 1 or self.attempts % 50 == 0:
-            log.log(
-                level,
-                "cannot connect to %s (attempt %d): %s",
-                mask_url(url),
-                self.attempts,
-                str(exc) or repr(exc),
-            )
 
 
 class ConnectionPool:
@@ -238,7 +191,7 @@ class ConnectionPool:
 
     @property
     def open_connections(self) -> int:
-        return sum(1 for k in self._keepers if k.connected.is_set())
+        return sum(1 for k in self._keepers if k.link.connected.is_set())
 
     def start(self) -> None:
         """Start keeping every slot connected (returns at once)."""
@@ -247,14 +200,14 @@ class ConnectionPool:
         self.state = PoolState.OPEN
         for keeper in self._keepers:
             keeper.task = asyncio.get_running_loop().create_task(
-                keeper.run(), name=f"streamer-keeper-{keeper.slot}"
+                keeper.link.run(), name=f"streamer-keeper-{keeper.slot}"
             )
 
     async def wait_connected(self, timeout: float) -> bool:
         """Wait until every slot is connected; False if ``timeout`` passed first."""
         try:
             async with asyncio.timeout(timeout):
-                await asyncio.gather(*(k.connected.wait() for k in self._keepers))
+                await asyncio.gather(*(k.link.connected.wait() for k in self._keepers))
         except TimeoutError:
             return False
         return True
@@ -267,17 +220,14 @@ class ConnectionPool:
         self.state = PoolState.CLOSING
         if started and self.pid == os.getpid():
             for keeper in self._keepers:
+                keeper.link.stop()
                 if keeper.task is not None:
                     keeper.task.cancel()
             await asyncio.gather(
                 *(k.task for k in self._keepers if k.task is not None), return_exceptions=True
             )
             await asyncio.gather(
-                *(
-                    k.conn.close(self.settings.close_timeout)
-                    for k in self._keepers
-                    if k.conn is not None
-                )
+                *(k.link.close(self.settings.close_timeout) for k in self._keepers)
             )
         for ch in self.channels:
             ch.reset(None)
@@ -286,7 +236,7 @@ class ConnectionPool:
     def _forked(self) -> None:
         """In a forked child: let go of the parent's sockets without touching the wire."""
         for keeper in self._keepers:
-            conn, keeper.conn = keeper.conn, None
+            conn, keeper.link.conn = keeper.link.conn, None
             transport = conn.transport if conn is not None else None
             sock = transport.get_extra_info("socket") if transport is not None else None
             if sock is not None:

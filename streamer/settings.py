@@ -94,6 +94,11 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
         app_id: name of the sending application; the ``app_id`` property carries it with the
             sender's host and pid (``<app_id>@<host>:<pid>``).
         ca_file: CA bundle for ``amqps://`` (default: the system's trust store).
+        cert_file: a client certificate (PEM) to present on ``amqps://`` connections. With
+            no password in the URL, streamer logs in with it (SASL ``EXTERNAL``: the broker
+            needs the ``rabbitmq_auth_mechanism_ssl`` plugin); with one, it logs in with the
+            password and the certificate only secures the link.
+        key_file: the certificate's private key, when it is not in ``cert_file``.
         metrics_port: serve this publisher's Prometheus metrics on
             ``http://<metrics_host>:<metrics_port>/metrics`` (default: not served; 0 picks a
             free port). See :mod:`streamer.metrics`.
@@ -119,6 +124,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     headers: bool = False
     app_id: str = "streamer"
     ca_file: str | None = None
+    cert_file: str | None = None
+    key_file: str | None = None
     metrics_port: int | None = None
     metrics_host: str = "127.0.0.1"
 
@@ -151,6 +158,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
             raise ConfigError(f"heartbeat must be 0 (off) or positive, got {self.heartbeat}")
         if not self.exchange:
             raise ConfigError("exchange must not be empty")
+        if self.key_file is not None and self.cert_file is None:
+            raise ConfigError("key_file is the key of cert_file: give cert_file too")
+        if self.cert_file is not None and any(not u.startswith("amqps:") for u in self.urls):
+            raise ConfigError("cert_file is for amqps:// URLs only (a certificate needs TLS)")
         if self.metrics_port is not None and not 0 <= self.metrics_port <= 65535:
             raise ConfigError(f"metrics_port must be 0..65535, got {self.metrics_port}")
 

@@ -29,9 +29,9 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
+from .amqp import Delivery
 from .board import Board, TaskState
-from .consumer import MALFORMED, Consumer, Message
-from .report import Report, decode
+from .receiver import Receiver, ReportReader
 from .routing import routing_key
 from .settings import Settings
 from .view import Counters, error_text, select_rows
@@ -216,55 +216,49 @@ def _summary(board: Board, counters: Counters, now: float) -> Text:
 
 
 class _Watcher:
-    """Folds bodies into the board; tells the view when the followed task has ended."""
+    """Folds batches of deliveries into the board; tells the view when the followed task has
+    ended. Malformed bodies are counted by kind and never folded."""
 
     def __init__(
-        self, task_id: str | None, on_change: Callable[[TaskState, float], None] | None = None
+        self,
+        task_id: str | None,
+        on_change: Callable[[TaskState, float], None] | None = None,
+        *,
+        max_body: int = Settings().max_body,
     ) -> None:
         self.task_id = task_id
         self.board = Board()
         self.counters = Counters()
+        self.reader = ReportReader(max_body)
         self.ended = asyncio.Event()
         self.on_change = on_change
         self._last_state: str | None = None
-        self._consumer_malformed = 0
 
-    def feed(self, body: bytes, now: float) -> None:
-        """Count, decode and apply one body; malformed ones are only counted."""
-        try:
-            report = decode(body)
-        except ValueError:  # msgspec's errors and UnicodeDecodeError in strings
-            self.counters.received += 1
-            self.counters.malformed += 1
-            return
-        self.apply(report, now)
+    def fold(self, deliveries: list[Delivery], now: float) -> None:
+        """Count, decode and apply a batch; note the followed task's state changes."""
+        self.counters.received += len(deliveries)
+        reports = self.reader(deliveries)
+        self.counters.malformed = self.reader.malformed.total
+        apply = self.board.apply
+        followed = self.task_id
+        for _, _, report in reports:
+            apply(report, now)
+            if report.task_id == followed:
+                self._followed_changed(now)
 
-    def apply(self, report: Report, now: float) -> None:
-        """Count and apply one decoded report; note the followed task's state changes."""
-        self.counters.received += 1
-        self.board.apply(report, now)
-        if self.task_id is not None and report.task_id == self.task_id:
-            task = self.board.get(self.task_id)
-            if task is not None and task.state != self._last_state:
-                self._last_state = task.state
-                if self.on_change is not None:
-                    self.on_change(task, now)
-                if task.finished:
-                    self.ended.set()
+    def on_batch(self, deliveries: list[Delivery]) -> None:
+        """The receiver's callback."""
+        self.fold(deliveries, time.time())
 
-    async def on_message(self, message: Message) -> None:
-        """The consumer's callback: reports arrive decoded (malformed ones never do)."""
-        self.apply(message.report, time.time())
-
-    def sample(self, now: float, consumer: Consumer | None = None) -> None:
-        """Bring in the consumer's malformed count, then recompute the rate (per refresh)."""
-        if consumer is not None:
-            malformed = sum(consumer.counters[kind] for kind in MALFORMED)
-            new = malformed - self._consumer_malformed
-            self._consumer_malformed = malformed
-            self.counters.malformed += new
-            self.counters.received += new
-        self.counters.sample(now)
+    def _followed_changed(self, now: float) -> None:
+        assert self.task_id is not None
+        task = self.board.get(self.task_id)
+        if task is not None and task.state != self._last_state:
+            self._last_state = task.state
+            if self.on_change is not None:
+                self.on_change(task, now)
+            if task.finished:
+                self.ended.set()
 
 
 class _OnChange:
@@ -312,17 +306,22 @@ async def watch(
     prefix = settings.routing_prefix
     binding = routing_key(task_id, prefix) if task_id is not None else f"{prefix}.#"
     plain = not console.is_terminal
-    watcher = _Watcher(task_id, _OnChange(console) if plain and task_id is not None else None)
-
-    # A reconnecting consumer: the view survives broker restarts, and malformed bodies are
-    # counted by it and never reach the board.
-    consumer = Consumer(
-        watcher.on_message,
-        bindings={"routing_keys": [binding]},
-        settings=settings,
-        prefetch=1000,
+    watcher = _Watcher(
+        task_id,
+        _OnChange(console) if plain and task_id is not None else None,
+        max_body=settings.max_body,
     )
-    consuming = asyncio.ensure_future(consumer.run())
+
+    # The fast receiver, without acks (a view only displays); it reconnects by itself, so the
+    # view survives broker restarts.
+    receiver = Receiver(
+        watcher.on_batch,
+        settings=settings,
+        bindings={"routing_keys": [binding]},
+        no_ack=True,
+        what="watch",
+    )
+    consuming = asyncio.ensure_future(receiver.run())
     waiters: set[asyncio.Future[Any]] = {
         consuming,
         asyncio.ensure_future(stop.wait()),
@@ -330,13 +329,13 @@ async def watch(
     }
     try:
         if plain:
-            await _plain(watcher, consumer, console, waiters, refresh)
+            await _plain(watcher, console, waiters, refresh)
         else:
-            await _live(watcher, consumer, console, waiters, refresh, max_rows)
+            await _live(watcher, console, waiters, refresh, max_rows)
         if consuming.done():
-            consuming.result()  # the consumer gave up (e.g. refused login): raise its error
+            consuming.result()  # the receiver gave up (e.g. refused login): raise its error
     finally:
-        consumer.stop()
+        receiver.stop()
         for waiter in waiters:
             waiter.cancel()
         for waiter in waiters:
@@ -369,7 +368,6 @@ async def _tick(waiters: set[asyncio.Future[Any]], refresh: float) -> bool:
 
 async def _live(
     watcher: _Watcher,
-    consumer: Consumer,
     console: Console,
     waiters: set[asyncio.Future[Any]],
     refresh: float,
@@ -379,7 +377,7 @@ async def _live(
 
     def frame() -> RenderableType:
         now = time.time()
-        watcher.sample(now, consumer)
+        watcher.counters.sample(now)
         rows = min(max_rows, max(console.size.height - 6, 1))
         return render(watcher.board, counters=watcher.counters, now=now, max_rows=rows)
 
@@ -393,7 +391,6 @@ async def _live(
 
 async def _plain(
     watcher: _Watcher,
-    consumer: Consumer,
     console: Console,
     waiters: set[asyncio.Future[Any]],
     refresh: float,
@@ -402,7 +399,7 @@ async def _plain(
     printed = 0
     while True:
         ended = await _tick(waiters, refresh)
-        watcher.sample(time.time(), consumer)
+        watcher.counters.sample(time.time())
         counters = watcher.counters
         if watcher.task_id is None and counters.received != printed:
             printed = counters.received

@@ -8,10 +8,12 @@ import sys
 import click
 import msgspec
 
-from ..consumer import MALFORMED, Consumer, Message
-from ..errors import HaltConsumer
+from ..amqp import Delivery
+from ..receiver import Receiver, ReportReader
 from ..settings import Settings, replace_host
 from ._common import common_options, on_signals, run, settings_from, task_key
+
+encode_json = msgspec.json.Encoder().encode
 
 
 @click.command()
@@ -100,54 +102,61 @@ async def _listen(
     count: int | None,
     timeout: float | None,
 ) -> int:
-    """Print every report on ``keys`` through a reconnecting :class:`Consumer`."""
+    """Print every report on ``keys`` through the fast receiver (no acks: it only displays)."""
     import asyncio
 
+    reader = ReportReader(settings.max_body)
+    out = sys.stdout.buffer
     seen = 0
     stopping = False
 
     def stop() -> None:
         nonlocal stopping
         stopping = True
-        consumer.stop(0)
+        receiver.stop()
 
-    async def show(message: Message) -> None:
+    def show(deliveries: list[Delivery]) -> None:
         nonlocal seen
         if stopping:
-            return  # already in the inbox when we were told to stop
+            return  # in flight when we were told to stop
+        reports = reader(deliveries)
+        if count is not None:
+            reports = reports[: count - seen]
+        if not reports:
+            return
         if mode == "quiet":
-            line = message.routing_key
+            lines = [key.encode() for key, _, _ in reports]
         elif mode == "json":
-            line = msgspec.json.encode(
-                {"routing_key": message.routing_key, "report": message.report}
-            ).decode()
-        else:
-            line = f"{message.routing_key} {message.body.decode('utf-8', 'replace')}"
-        try:
-            click.echo(line)  # click.echo flushes: one line at a time down a pipe
+            lines = [encode_json({"routing_key": key, "report": r}) for key, _, r in reports]
+        else:  # the body as it came, not re-encoded (fields newer than ours stay visible)
+            lines = [b"%s %s" % (key.encode(), body) for key, body, _ in reports]
+        try:  # one write and one flush per batch: timely down a pipe, cheap at 20k lines/s
+            out.write(b"\n".join(lines) + b"\n")
+            out.flush()
         except BrokenPipeError:  # e.g. `| head`: the reader has gone, so have we
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
             stop()
             return
-        seen += 1
+        seen += len(reports)
         if count is not None and seen >= count:
-            raise HaltConsumer(0, f"--count {count} reached")
+            stop()
 
-    consumer = Consumer(
+    receiver = Receiver(
         show,
-        bindings=[{"exchange": settings.exchange, "routing_keys": keys}],
         settings=settings,
-        prefetch=500,
+        bindings=[{"exchange": settings.exchange, "routing_keys": keys}],
+        no_ack=True,
+        what="listen",
     )
     loop = asyncio.get_running_loop()
     timer = loop.call_later(timeout, stop) if timeout is not None else None
     try:
         with on_signals(stop):
-            code = await consumer.run()
+            await receiver.run()
     finally:
         if timer is not None:
             timer.cancel()
-    skipped = {kind: consumer.counters[kind] for kind in MALFORMED if consumer.counters[kind]}
+    skipped = {kind: n for kind, n in reader.malformed.counts.items() if n}
     if skipped:
         total = sum(skipped.values())
         kinds = ", ".join(f"{kind}: {n}" for kind, n in skipped.items())
@@ -155,4 +164,4 @@ async def _listen(
             f"listen: skipped {total} malformed message{'' if total == 1 else 's'} ({kinds})",
             err=True,
         )
-    return code
+    return 0

@@ -3,9 +3,10 @@ aiohttp application that shows it (pages, event stream, API, ``/metrics``, ``/he
 
 The terminal view's sibling (:mod:`streamer.watch`), built the same way: each delivery is only
 decoded and folded into the board, and what viewers see is produced from the board on a clock
-(:mod:`.stream`), never per message. The consumer takes deliveries without acknowledgements
-(``no_ack``) from an exclusive, length-capped queue, and the board and the per-task history
-are bounded: a viewer drops rather than queues.
+(:mod:`.stream`), never per message. Reports come through the fast receiver
+(:mod:`streamer.receiver`) in batches, without acknowledgements (``no_ack``), from an
+exclusive, length-capped queue; the board and the per-task history are bounded: a viewer
+drops rather than queues (a report the broker dropped from the full queue shows as a gap).
 
 Every string a task sends is data, never markup: the page writes it with ``textContent`` and
 the server forbids inline scripts and styles with a Content-Security-Policy.
@@ -25,10 +26,11 @@ from typing import Any, Final
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
+from ..amqp import Delivery
 from ..board import Board
-from ..consumer import MALFORMED, Consumer, Message
 from ..errors import ConfigError
 from ..metrics import BoardCollector, handler
+from ..receiver import Receiver, ReportReader
 from ..settings import Settings
 from ..view import RateWindow
 from .api import TaskApi
@@ -91,7 +93,7 @@ class Dashboard:
         history: recent reports kept per task, for ``/tasks/<id>``.
         history_tasks: tasks whose history is kept (the most recently updated).
         interval: seconds between two batches of the event stream.
-        prefetch: deliveries waiting for the board at most (beyond that they are dropped).
+        prefetch: the broker's flow-control window for the receiver's queue.
     """
 
     def __init__(
@@ -120,13 +122,15 @@ class Dashboard:
         self.auth = auth
         self.interval = interval
         self.board = Board(max_tasks=max_tasks, max_finished=max_finished)
-        self.consumer = Consumer(
-            self._on_message,
+        self.reader = ReportReader(settings.max_body)
+        self.receiver = Receiver(
+            self._on_batch,
+            settings=settings,
             bindings=bindings,
             queues=queues,
-            settings=settings,
             prefetch=prefetch,
             no_ack=True,
+            what="dashboard",
         )
         self._history_len = history
         self._history_tasks = history_tasks
@@ -135,7 +139,7 @@ class Dashboard:
         self._rate = 0.0
         self.stream = EventStream(self.board, self.summary, interval, self._sample)
         self._phase = Phase.INIT
-        self._consuming: asyncio.Future[int] | None = None
+        self._consuming: asyncio.Future[None] | None = None
         self._broadcasting: asyncio.Future[None] | None = None
         self._runner: web.AppRunner | None = None
         self._static = {name: _read_static(name) for name in _STATIC}
@@ -150,7 +154,7 @@ class Dashboard:
     @property
     def consuming(self) -> asyncio.Event:
         """Set while the dashboard's queue is bound and consumed."""
-        return self.consumer.consuming
+        return self.receiver.consuming
 
     async def start(self) -> None:
         """Bind the port, then start consuming and the event stream.
@@ -172,11 +176,11 @@ class Dashboard:
             raise
         if self.port == 0:
             self.port = int(runner.addresses[0][1])
-        self._consuming = asyncio.ensure_future(self.consumer.run())
+        self._consuming = asyncio.ensure_future(self.receiver.run())
         self._broadcasting = asyncio.ensure_future(self.stream.run())
 
     async def wait(self) -> None:
-        """Until consuming ends: after :meth:`close`, or raising why the consumer gave up
+        """Until receiving ends: after :meth:`close`, or raising why the receiver gave up
         (e.g. the broker refused the credentials)."""
         if self._consuming is None:
             raise RuntimeError("dashboard not started")
@@ -187,14 +191,14 @@ class Dashboard:
         if self._phase in (Phase.CLOSING, Phase.CLOSED):
             return
         self._phase = Phase.CLOSING
-        self.consumer.stop()
+        self.receiver.stop()
         self.stream.close()
         if self._broadcasting is not None:
             self._broadcasting.cancel()
         for task in (self._consuming, self._broadcasting):
             if task is not None:
                 with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await task  # the consumer's error, if any, was for wait() to raise
+                    await task  # the receiver's error, if any, was for wait() to raise
         if self._runner is not None:
             await self._runner.cleanup()
         self._phase = Phase.CLOSED
@@ -212,31 +216,32 @@ class Dashboard:
 
     # -- receiving ------------------------------------------------------------------------
 
-    async def _on_message(self, message: Message) -> None:
-        """Fold one report in: board, history, dirty set. Nothing else runs per message."""
-        report = message.report
+    def _on_batch(self, deliveries: list[Delivery]) -> None:
+        """Fold a batch in: board, history, dirty set. Nothing else runs per report."""
         now = time.time()
-        if not self.board.apply(report, now):
-            return
-        task_id = report.task_id
-        task = self.board.get(task_id)
-        if task is None:  # applied, then evicted at once (a board full of active tasks)
-            return
-        self.stream.touch(task_id)
-        history = self._history.get(task_id)
-        if history is None:
-            history = self._history[task_id] = deque(maxlen=self._history_len)
-            if len(self._history) > self._history_tasks:
-                self._history.popitem(last=False)
-        else:
-            self._history.move_to_end(task_id)
-        history.append(Entry(now, report.seq, report.state, task.done, task.total, report.sent_at))
+        board, stream, histories = self.board, self.stream, self._history
+        for _, _, report in self.reader(deliveries):
+            if not board.apply(report, now):
+                continue
+            task_id = report.task_id
+            task = board.get(task_id)
+            if task is None:  # applied, then evicted at once (a board full of active tasks)
+                continue
+            stream.touch(task_id)
+            history = histories.get(task_id)
+            if history is None:
+                history = histories[task_id] = deque(maxlen=self._history_len)
+                if len(histories) > self._history_tasks:
+                    histories.popitem(last=False)
+            else:
+                histories.move_to_end(task_id)
+            history.append(
+                Entry(now, report.seq, report.state, task.done, task.total, report.sent_at)
+            )
 
     def _received(self) -> tuple[int, int]:
         """Messages received (malformed ones included) and how many of them were malformed."""
-        counters = self.consumer.counters
-        malformed = sum(counters[kind] for kind in MALFORMED)
-        return self.board.received + malformed, malformed
+        return self.receiver.received, self.reader.malformed.total
 
     def _sample(self, now: float) -> None:
         self._rate = self._rate_window.sample(now, self._received()[0])
@@ -254,7 +259,6 @@ class Dashboard:
             gaps=board.gaps,
             ignored=board.stale + board.duplicates,
             evicted=board.evicted,
-            dropped=self.consumer.counters["dropped"],
             consuming=self.consuming.is_set(),
         )
 
@@ -272,7 +276,7 @@ class Dashboard:
         app.router.add_get("/api/tasks", api.tasks)
         app.router.add_get("/api/tasks/{task_id:.+}", api.task)
         registry = CollectorRegistry()
-        registry.register(BoardCollector(self.board, self.consumer.counters))
+        registry.register(BoardCollector(self.board, self.reader.malformed.counts))
         app.router.add_get("/metrics", handler(registry))
         app.router.add_get("/healthz", self._healthz)
         return app

@@ -78,7 +78,6 @@ class Summary(msgspec.Struct, frozen=True, kw_only=True):
     gaps: int
     ignored: int
     evicted: int
-    dropped: int
     consuming: bool
 
 

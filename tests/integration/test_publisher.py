@@ -400,7 +400,7 @@ async def test_many_publishes_per_socket_write(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """A burst of reports leaves in one write per connection, not one per report."""
-    from streamer.connection import Connection
+    from streamer.amqp import Connection
 
     writes: list[int] = []
     original = Connection.write

@@ -300,24 +300,19 @@ def test_cli_bad_callback_is_one_line_and_exit_2() -> None:
 def test_malformed_messages_are_logged_once_per_kind_per_minute(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    from types import SimpleNamespace
+    """Every receiving tool counts malformed messages the same way (streamer.message)."""
+    from streamer.message import Malformed
 
-    from streamer.consumer import Consumer
-
-    consumer = Consumer(lambda m: None, settings=SETTINGS)
-    raw: Any = SimpleNamespace(
-        exchange="ex",
-        routing_key="tasks.x",
-        body=b"nope",
-        header=SimpleNamespace(properties=SimpleNamespace(app_id="someone")),
-    )
+    malformed = Malformed()
     for _ in range(3):
-        consumer._malformed("not_json", raw)
-    consumer._malformed("not_utf8", raw)
-    warnings = [r.getMessage() for r in caplog.records if r.name == "streamer.consumer"]
+        malformed.note("not_json", "tasks.x", 4, "someone")
+    malformed.note("not_utf8", "tasks.x", 4)
+    warnings = [r.getMessage() for r in caplog.records if r.name == "streamer.message"]
     assert len(warnings) == 2 and "(not_json)" in warnings[0] and "(not_utf8)" in warnings[1]
-    consumer._malformed_logged["not_json"] -= 61  # a minute later
-    consumer._malformed("not_json", raw)
-    warnings = [r.getMessage() for r in caplog.records if r.name == "streamer.consumer"]
+    assert "'tasks.x'" in warnings[0] and "'someone'" in warnings[0]
+    malformed._logged["not_json"] -= 61  # a minute later
+    malformed.note("not_json", "tasks.x", 4)
+    warnings = [r.getMessage() for r in caplog.records if r.name == "streamer.message"]
     assert len(warnings) == 3 and "2 more of this kind" in warnings[2]
-    assert consumer.counters["not_json"] == 4 and consumer.counters["not_utf8"] == 1
+    assert malformed.counts["not_json"] == 4 and malformed.counts["not_utf8"] == 1
+    assert malformed.total == 5

@@ -33,7 +33,10 @@ def test_several_urls_from_env() -> None:
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
-        ({"chanels": 2}, "unknown setting chanels .*valid settings: app_id, ca_file, channels"),
+        (
+            {"chanels": 2},
+            "unknown setting chanels .*valid settings: app_id, ca_file, cert_file, channels",
+        ),
         ({"channels": "two"}, "channels='two' from arguments: Expected `int`"),
         ({"channels": 0}, "channels must be at least 1"),
         ({"url": "http://host/"}, "not a broker URL"),

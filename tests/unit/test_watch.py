@@ -144,7 +144,7 @@ def test_malformed_bodies_are_counted_and_skipped() -> None:
         b"[]",
         good,
     ):
-        watcher.feed(body, 1.0)
+        watcher.fold([(1, "tasks.t", "", body)], 1.0)
     assert (watcher.counters.received, watcher.counters.malformed) == (7, 6)
     assert [t.task_id for t in watcher.board] == ["t"]
 
@@ -153,8 +153,10 @@ def test_followed_task_ends_and_state_changes_are_reported_once() -> None:
     changes: list[str] = []
     watcher = _Watcher("t", lambda task, now: changes.append(task.state))
     for seq, state in enumerate(["running", "running", "finished"], 1):
-        watcher.feed(encode(Report(task_id="t", state=state, seq=seq)), float(seq))  # type: ignore[arg-type]
-    watcher.feed(encode(Report(task_id="other", state="error", seq=1)), 5.0)
+        body = encode(Report(task_id="t", state=state, seq=seq))  # type: ignore[arg-type]
+        watcher.fold([(seq, "tasks.t", "application/json", body)], float(seq))
+    other = encode(Report(task_id="other", state="error", seq=1))
+    watcher.fold([(4, "tasks.other", "application/json", other)], 5.0)
     assert changes == ["running", "finished"]
     assert watcher.ended.is_set()
 

@@ -198,7 +198,7 @@
     parts.push(
       ` │ ${f.number.format(Math.round(s.rate))} reports/s, ${f.number.format(s.received)} ` +
       `received │ ${f.number.format(s.malformed)} malformed, ${f.number.format(s.gaps)} gaps, ` +
-      `${f.number.format(s.ignored)} stale/repeated, ${f.number.format(s.dropped)} dropped`,
+      `${f.number.format(s.ignored)} stale/repeated`,
     );
     $("summary").replaceChildren(...parts);
     connection(s.consuming ? "live" : "no-broker");

@@ -1,0 +1,18 @@
+"""The one AMQP 0-9-1 core both directions use: a hand-read connection (confirms and
+deliveries without per-message parsing) and the connect/reconnect loop with failover, TLS and
+one mapping of broker failures. The publisher's pool and the receiver are built on it."""
+
+from __future__ import annotations
+
+from .connection import Connection, ConnectionCallbacks, Delivery, State
+from .link import Link, open_connection, tls_context
+
+__all__ = [
+    "Connection",
+    "ConnectionCallbacks",
+    "Delivery",
+    "Link",
+    "State",
+    "open_connection",
+    "tls_context",
+]

@@ -1,0 +1,261 @@
+"""Opening a connection and keeping it open: the one connect and reconnect loop.
+
+:func:`open_connection` dials one URL (TLS verified by default, a client certificate when
+configured), logs in (``PLAIN``, or ``EXTERNAL`` with a client certificate and no password in
+the URL) and runs the owner's set-up (channels, declarations, consumers), all within
+``connect_timeout``. :class:`Link` keeps one connection alive for as long as it runs: it tries
+the broker URLs in order (the first is preferred: failover, not load balancing), runs the
+set-up again on every new connection, and backs off with jitter between rounds. The publisher's
+pool and the receiver both use it; nothing else in the repository dials a broker by hand.
+
+Failures are mapped once, here: refused credentials (:class:`~streamer.AuthenticationError`),
+an untrusted certificate (:class:`~streamer.UntrustedCertificate`) and a refused set-up
+(403/404/406 on a declaration) cannot be cured by retrying; everything else (refused
+connections, timeouts, resets) can. A long outage is logged on its first failure and then
+once in a while, never once per attempt.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import ssl
+from collections.abc import Awaitable, Callable
+from typing import Final
+from urllib.parse import unquote, urlsplit
+
+from ..errors import AuthenticationError, BrokerError, UntrustedCertificate
+from ..settings import Settings, mask_url
+from .connection import Connection, ConnectionCallbacks, client_properties
+
+__all__ = ["Link", "open_connection", "tls_context"]
+
+log = logging.getLogger(__name__)
+
+_LOG_EVERY: Final = 50  # after the first failure, one log line per this many
+_REFUSED_SETUP: Final = frozenset({403, 404, 406})  # access refused, not found, inconsistent
+
+Setup = Callable[[Connection], Awaitable[None]]
+
+
+def tls_context(settings: Settings) -> ssl.SSLContext:
+    """Verify the broker (``ca_file`` or the system's CAs) and present ``cert_file`` if set."""
+    context = ssl.create_default_context(cafile=settings.ca_file)
+    if settings.cert_file is not None:
+        context.load_cert_chain(settings.cert_file, settings.key_file)
+    return context
+
+
+def _credentials(url: str, settings: Settings) -> tuple[str, str]:
+    """The SASL mechanism and response: EXTERNAL for a client certificate and no password."""
+    parts = urlsplit(url)
+    if settings.cert_file is not None and parts.password is None:
+        return "EXTERNAL", ""
+    user, password = unquote(parts.username or "guest"), unquote(parts.password or "guest")
+    return "PLAIN", f"\0{user}\0{password}"
+
+
+async def open_connection(
+    url: str,
+    settings: Settings,
+    *,
+    name: str,
+    callbacks: ConnectionCallbacks,
+    setup: Setup,
+    heartbeat: int | None = None,
+) -> Connection:
+    """Connect to ``url``, log in and run ``setup``, all within ``connect_timeout``.
+
+    Raises:
+        AuthenticationError: the broker refused the credentials.
+        BrokerError: the broker refused something else.
+        ssl.SSLCertVerificationError: the broker's certificate did not verify.
+        OSError, TimeoutError, EOFError: nothing usable answered at ``url``.
+    """
+    parts = urlsplit(url)
+    tls = tls_context(settings) if parts.scheme == "amqps" else None
+    port = parts.port or (5671 if tls else 5672)
+    mechanism, response = _credentials(url, settings)
+    vhost = unquote(parts.path[1:]) if len(parts.path) > 1 else "/"
+    beat = settings.heartbeat if heartbeat is None else heartbeat
+    loop = asyncio.get_running_loop()
+    conn: Connection | None = None
+    try:
+        async with asyncio.timeout(settings.connect_timeout):
+            _, conn = await loop.create_connection(
+                lambda: Connection(url, name, beat, callbacks),
+                parts.hostname or "localhost",
+                port,
+                ssl=tls,
+                server_hostname=parts.hostname if tls else None,
+            )
+            await conn.handshake(client_properties(name), mechanism, response, vhost)
+            await setup(conn)
+        conn.opened()
+    except BaseException:
+        if conn is not None:
+            conn.abandon()
+        raise
+    return conn
+
+
+def classify(url: str, exc: BaseException) -> tuple[BaseException, bool]:
+    """What a failed attempt means: the error to show, and whether retrying cannot help."""
+    if isinstance(exc, AuthenticationError):
+        return exc, True
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return UntrustedCertificate(mask_url(url), exc.verify_message or str(exc)), True
+    if isinstance(exc, BrokerError) and exc.code in _REFUSED_SETUP:
+        return exc, True
+    return exc, False
+
+
+class Link:
+    """Keeps one connection open while it runs: connect, set up, wait for the loss, again.
+
+    Args:
+        settings: URLs (failover order), timeouts, heartbeat, TLS, backoff.
+        name: the connection name the broker shows.
+        callbacks: receives the connection's events.
+        setup: run on every new connection before it counts as connected.
+        what: who is connecting, for log lines ("publisher", "receiver").
+        fatal: raise from :meth:`run`, instead of retrying, an error retrying cannot cure
+            (refused credentials or certificate before the first connection; a refused
+            set-up at any time). Consumers want that; a publisher never raises.
+        on_open: called with each new connection, once it is set up.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        name: str,
+        callbacks: ConnectionCallbacks,
+        setup: Setup,
+        what: str,
+        fatal: bool = False,
+        on_open: Callable[[Connection], None] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.name = name
+        self.callbacks = callbacks
+        self.setup = setup
+        self.what = what
+        self.fatal = fatal
+        self.on_open = on_open
+        self.conn: Connection | None = None
+        self.connected = asyncio.Event()
+        self.reconnects = 0  # connections re-established after a loss
+        self.attempts = 0  # failed attempts since the last success
+        self.ever_connected = False
+        self._stopped = asyncio.Event()
+
+    def stop(self) -> None:
+        """Stop reconnecting; :meth:`run` returns once the current wait ends."""
+        self._stopped.set()
+
+    @property
+    def stopped(self) -> bool:
+        return self._stopped.is_set()
+
+    async def run(self) -> None:
+        """Keep a connection until :meth:`stop` (or cancellation).
+
+        Raises:
+            AuthenticationError, UntrustedCertificate, BrokerError: only with ``fatal``.
+        """
+        settings = self.settings
+        delay = settings.reconnect_min
+        while not self._stopped.is_set():
+            conn = await self._connect_any()
+            if conn is None:
+                await self._sleep(random.uniform(delay / 2, delay))
+                delay = min(delay * 2, settings.reconnect_max)
+                continue
+            delay = settings.reconnect_min
+            if self.ever_connected:
+                self.reconnects += 1
+            self.ever_connected = True
+            self.conn = conn
+            self.connected.set()
+            if self.on_open is not None:
+                self.on_open(conn)
+            stopping = asyncio.ensure_future(self._stopped.wait())
+            closed = asyncio.ensure_future(conn.wait_closed())
+            try:
+                await asyncio.wait({stopping, closed}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                stopping.cancel()
+                closed.cancel()
+                self.connected.clear()
+            if self._stopped.is_set():
+                return
+            log.warning(
+                "%s: lost connection to %s: %s; reconnecting",
+                self.what,
+                mask_url(conn.url),
+                conn.error or "closed",
+            )
+            await self._sleep(random.uniform(delay / 2, delay))
+
+    async def close(self, timeout: float) -> None:
+        """Stop reconnecting and close the current connection politely."""
+        self.stop()
+        conn, self.conn = self.conn, None
+        if conn is not None:
+            await conn.close(timeout)
+
+    async def _sleep(self, seconds: float) -> None:
+        try:
+            async with asyncio.timeout(seconds):
+                await self._stopped.wait()
+        except TimeoutError:
+            pass
+
+    async def _connect_any(self) -> Connection | None:
+        for url in self.settings.urls:
+            if self._stopped.is_set():
+                return None
+            try:
+                conn = await open_connection(
+                    url,
+                    self.settings,
+                    name=self.name,
+                    callbacks=self.callbacks,
+                    setup=self.setup,
+                )
+            except (OSError, TimeoutError, EOFError, BrokerError) as exc:
+                self._failed(url, exc)
+                continue
+            if self.attempts:
+                log.info(
+                    "%s: connected to %s after %d failed attempts",
+                    self.what,
+                    mask_url(url),
+                    self.attempts,
+                )
+            self.attempts = 0
+            return conn
+        return None
+
+    def _failed(self, url: str, exc: BaseException) -> None:
+        shown, fatal = classify(url, exc)
+        if self.fatal and fatal:
+            if isinstance(shown, BrokerError) and not isinstance(shown, AuthenticationError):
+                raise BrokerError(
+                    f"broker refused the {self.what}'s set-up: {shown}", shown.code
+                ) from exc
+            if not self.ever_connected:  # wrong credentials or CA: say so, do not retry
+                raise shown from (None if shown is exc else exc)
+        self.attempts += 1
+        # Loud on the first failure, then once in a while: a long outage must not flood logs.
+        if self.attempts == 1 or self.attempts % _LOG_EVERY == 0:
+            log.log(
+                logging.ERROR if fatal else logging.WARNING,
+                "%s: cannot connect to %s (attempt %d): %s",
+                self.what,
+                mask_url(url),
+                self.attempts,
+                str(shown) or repr(shown),
+            )
