@@ -17,6 +17,7 @@ import pytest
 
 from streamer import Publisher, Report
 from streamer.consumer import Consumer, Message
+from streamer.receiver import Receiver
 from streamer.settings import Settings
 from tests.broker import PrivateNode
 from tests.faults.conftest import record
@@ -62,14 +63,20 @@ async def test_failover_to_the_other_node(cluster: tuple[PrivateNode, PrivateNod
 
     consumer = Consumer(on_message, settings=settings)
     consuming = asyncio.ensure_future(consumer.run())
+    # The fast receiver fails over through the shared core (URLs in order), like the pool.
+    batches: list[float] = []
+    receiver = Receiver(lambda deliveries: batches.append(time.monotonic()), settings=settings)
+    receiving = asyncio.ensure_future(receiver.run())
     errors: list[BaseException] = []
     worst = 0.0
     calls = 0
     async with Publisher(settings=settings) as pub:
         async with asyncio.timeout(15):
             await consumer.consuming.wait()
+            await receiver.consuming.wait()
         on_first = await asyncio.to_thread(first.client_names)
         assert name in on_first and f"{name} consumer" in on_first, on_first
+        assert f"{name} receiver" in on_first, on_first
 
         async def stream() -> None:
             nonlocal worst, calls
@@ -104,6 +111,10 @@ async def test_failover_to_the_other_node(cluster: tuple[PrivateNode, PrivateNod
                 while not (seen and seen[-1][0] > moved):
                     await asyncio.sleep(0.01)
             received = time.monotonic()
+            async with asyncio.timeout(15):
+                while not (batches and batches[-1] > moved):
+                    await asyncio.sleep(0.01)
+            receiver_back = time.monotonic()
         finally:
             streaming.cancel()
             await asyncio.gather(streaming, return_exceptions=True)
@@ -111,9 +122,13 @@ async def test_failover_to_the_other_node(cluster: tuple[PrivateNode, PrivateNod
         assert await pub.flush(10)
         stats = pub.stats
     consumer.stop()
+    receiver.stop()
     await consuming
+    await receiving
     assert errors == [], "an exception reached a publish() caller"
     assert name in on_second and f"{name} consumer" in on_second, on_second
+    assert f"{name} receiver" in on_second, on_second
+    assert receiver.reconnects == 1
     assert stats.published == calls and stats.balanced and stats.pending == 0, stats
     assert consumer.counters["reconnects"] == 1, consumer.counters
     assert worst < 0.1, f"a publish() call took {worst * 1000:.1f} ms"
@@ -123,6 +138,7 @@ async def test_failover_to_the_other_node(cluster: tuple[PrivateNode, PrivateNod
         publisher_moved_after_losing_the_node_s=round(moved - lost, 3),
         publisher_moved_after_stop_began_s=round(moved - stopped, 3),
         consumer_received_after_stop_began_s=round(received - stopped, 3),
+        receiver_received_after_stop_began_s=round(receiver_back - stopped, 3),
         reports_published=stats.published,
         reports_dropped=stats.dropped,
         max_publish_call_ms=round(worst * 1000, 3),

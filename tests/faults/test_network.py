@@ -12,6 +12,7 @@ import pytest
 
 from streamer import Publisher, Report
 from streamer.consumer import Consumer
+from streamer.receiver import Receiver
 from streamer.settings import Settings
 from tests.faults.conftest import LONG, GcPauses, record
 from tests.proxy import Proxy
@@ -70,9 +71,18 @@ async def until(check: object, timeout: float) -> float:
 
 async def test_connection_resets_while_streaming(proxy: Proxy, gc_pauses: GcPauses) -> None:
     """Every live connection is reset, again and again: the publisher reconnects at once,
-    re-sends the latest report of each task and accounts for every report."""
+    re-sends the latest report of each task and accounts for every report; the fast receiver
+    (through the same proxy) is back receiving after every reset."""
     reconnects: list[float] = []
-    async with Publisher(proxy.url, exchange_name()) as pub:
+    exchange = exchange_name()
+    batches: list[float] = []
+    receiver = Receiver(
+        lambda deliveries: batches.append(time.monotonic()),
+        settings=Settings(url=proxy.url, exchange=exchange),
+    )
+    receiving = asyncio.ensure_future(receiver.run())
+    await until(receiver.consuming.is_set, 10)
+    async with Publisher(proxy.url, exchange) as pub:
         stream = Streamer(pub, tasks=20)
         for n in range(RESETS):
             await asyncio.sleep(0.3)
@@ -85,9 +95,13 @@ async def test_connection_resets_while_streaming(proxy: Proxy, gc_pauses: GcPaus
                 5,
             )
             reconnects.append(back - reset_at)
+            await until(lambda: bool(batches) and batches[-1] > back, 5)  # noqa: B023
         await stream.stop()
         assert await pub.flush(10)
         stats = pub.stats
+    receiver.stop()
+    await receiving
+    assert receiver.reconnects == RESETS
     assert stats.published == stream.calls
     assert stats.balanced and stats.pending == 0, stats
     assert stats.reconnects == RESETS, stats
@@ -160,6 +174,29 @@ async def test_half_open_link_detected_by_the_consumer(proxy: Proxy) -> None:
     assert gone - silent_from <= 3 * (heartbeat + 1) + max(1, heartbeat // 2) + 0.5
     detected = round(gone - silent_from, 3)
     record("half_open_consumer", heartbeat_s=heartbeat, detected_after_s=detected)
+
+
+async def test_half_open_link_detected_by_the_receiver(proxy: Proxy) -> None:
+    """The fast receiver is on the shared core: a silent link is given up after two heartbeat
+    intervals, as the publisher's is, and receiving resumes by itself."""
+    heartbeat = 1
+    settings = Settings(url=proxy.url, exchange=exchange_name(), heartbeat=heartbeat)
+    receiver = Receiver(lambda deliveries: None, settings=settings)
+    running = asyncio.ensure_future(receiver.run())
+    try:
+        await until(receiver.consuming.is_set, 10)
+        proxy.blackhole = True
+        silent_from = time.monotonic()
+        gone = await until(lambda: not receiver.consuming.is_set(), 15)
+        proxy.blackhole = False
+        await until(receiver.consuming.is_set, 10)
+    finally:
+        receiver.stop()
+        await running
+    assert receiver.reconnects == 1
+    detected = round(gone - silent_from, 3)
+    assert 2 * heartbeat - 0.1 <= detected <= 2 * heartbeat + 0.5, detected
+    record("half_open_receiver", heartbeat_s=heartbeat, detected_after_s=detected)
 
 
 def _streamer_memory() -> int:

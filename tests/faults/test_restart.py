@@ -4,7 +4,8 @@ A private node is stopped and started again and again, alternating a clean shutd
 get connection.close) with a crash (SIGKILL: the socket just dies), while an asyncio
 ``Publisher`` and a ``BackgroundPublisher`` (fed by a worker thread) stream progress reports
 for busy tasks, and a few quiet tasks say nothing after their first report. A consumer on a
-durable queue (the way a dashboard that wants to resync is set up) watches.
+durable queue (the way a dashboard that wants to resync is set up) watches, and so does the
+fast receiver (on its own durable queue, with batched acks).
 
 After every restart: both publishers reconnect within 2 s of the node being back, and the
 consumer sees the latest report of every quiet task again, which only the publishers' re-send
@@ -25,7 +26,9 @@ from dataclasses import dataclass, field
 import pytest
 
 from streamer import BackgroundPublisher, Publisher, Report
+from streamer.amqp import Delivery
 from streamer.consumer import Consumer, Message
+from streamer.receiver import Receiver, ReportReader
 from streamer.settings import Settings
 from tests.broker import PrivateNode
 from tests.faults.conftest import LONG, GcPauses, record
@@ -75,8 +78,17 @@ class Seen:
         self.reports: dict[str, list[tuple[float, int, str]]] = defaultdict(list)
 
     async def __call__(self, message: Message) -> None:
-        report = message.report
+        self.add(message.report)
+
+    def add(self, report: Report) -> None:
         self.reports[report.task_id].append((time.monotonic(), report.seq, report.state))
+
+    def finals(self, seqs: dict[str, int]) -> bool:
+        """Whether the last report seen of every task is its final one."""
+        return all(
+            self.reports[t] and self.reports[t][-1][1:] == (seq, "finished")
+            for t, seq in seqs.items()
+        )
 
     def resynced(self, tasks: list[str], since: float, seqs: dict[str, int]) -> list[str]:
         """Tasks whose latest report has not been seen again since ``since``."""
@@ -105,23 +117,42 @@ async def test_publishers_and_consumer_survive_restarts(
     exchange = f"streamer.faults.restart.{unique}"
     queue = f"streamer-faults-resync-{unique}"
     settings = Settings(url=node.url, exchange=exchange, connection_name=f"restart-{unique}")
+    durable = {
+        "durable": True,
+        "auto_delete": False,
+        "arguments": {"x-max-length": 100_000, "x-overflow": "drop-head"},
+    }
     seen = Seen()
     consumer = Consumer(
         seen,
         bindings=[{"exchange": exchange, "queue": queue, "routing_keys": ["tasks.#"]}],
-        queues={
-            queue: {
-                "durable": True,
-                "auto_delete": False,
-                "arguments": {"x-max-length": 100_000, "x-overflow": "drop-head"},
-            }
-        },
+        queues={queue: durable},
         settings=settings,
+    )
+    # The fast receiver, on its own durable queue with batched acks: it must come back after
+    # every restart too, and lose nothing the queue kept.
+    received = Seen()
+    reader = ReportReader(settings.max_body)
+
+    def on_batch(deliveries: list[Delivery]) -> None:
+        for _, _, report in reader(deliveries):
+            received.add(report)
+
+    rqueue = f"{queue}-receiver"
+    receiver = Receiver(
+        on_batch,
+        settings=settings,
+        bindings=[{"exchange": exchange, "queue": rqueue, "routing_keys": ["tasks.#"]}],
+        queues={rqueue: durable},
+        prefetch=1000,
+        no_ack=False,
     )
     fore = Stream(busy=[f"a-busy{n}" for n in range(10)], quiet=[f"a-quiet{n}" for n in range(5)])
     back = Stream(busy=[f"b-busy{n}" for n in range(5)], quiet=[f"b-quiet{n}" for n in range(5)])
     consuming = asyncio.ensure_future(consumer.run())
+    receiving = asyncio.ensure_future(receiver.run())
     await _until(consumer.consuming.is_set, 15, "the consumer did not start")
+    await _until(receiver.consuming.is_set, 15, "the receiver did not start")
     bg = BackgroundPublisher(settings=settings)
     stop = threading.Event()
 
@@ -174,6 +205,11 @@ async def test_publishers_and_consumer_survive_restarts(
                     15,
                     f"restart {n + 1}: the consumer did not see every quiet task again",
                 )
+                await _until(
+                    lambda: not received.resynced(quiet, stopped, seqs),  # noqa: B023
+                    15,
+                    f"restart {n + 1}: the receiver did not see every quiet task again",
+                )
         finally:
             stop.set()
             await streaming
@@ -187,17 +223,15 @@ async def test_publishers_and_consumer_survive_restarts(
         fore_stats = pub.stats
         back_stats = bg.stats
         finals = {**fore.published, **back.published}
+        await _until(lambda: seen.finals(finals), 15, "the consumer did not see every final report")
         await _until(
-            lambda: all(
-                seen.reports[t] and seen.reports[t][-1][1:] == (seq, "finished")
-                for t, seq in finals.items()
-            ),
-            15,
-            "the consumer did not see the final report of every task",
+            lambda: received.finals(finals), 15, "the receiver did not see every final report"
         )
     await asyncio.to_thread(bg.close)
     consumer.stop()
+    receiver.stop()
     await consuming
+    await receiving
 
     assert fore.errors == [] and back.errors == [], "an exception reached a publish() caller"
     for stream_, stats in ((fore, fore_stats), (back, back_stats)):
@@ -206,6 +240,8 @@ async def test_publishers_and_consumer_survive_restarts(
         assert stats.reconnects >= RESTARTS, stats
         assert stats.dropped_by_reason["disconnected"] > 0, stats
     assert consumer.counters["reconnects"] >= RESTARTS, consumer.counters
+    assert receiver.reconnects >= RESTARTS, receiver.reconnects
+    assert reader.malformed.total == 0
     worst = max(fore.worst, back.worst)
     assert worst < CALL_LIMIT, f"a publish() call took {worst * 1000:.1f} ms"
     assert max(reconnects) <= RECONNECT_LIMIT, reconnects
@@ -225,4 +261,6 @@ async def test_publishers_and_consumer_survive_restarts(
         median_reconnect_after_port_open_s=round(sorted(since_serving)[len(since_serving) // 2], 3),
         consumer_reconnects=consumer.counters["reconnects"],
         consumer_delivered=consumer.counters["delivered"],
+        receiver_reconnects=receiver.reconnects,
+        receiver_received=receiver.received,
     )

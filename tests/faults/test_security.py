@@ -27,6 +27,7 @@ from streamer.consumer import Consumer, Message
 from streamer.dashboard import Auth, Dashboard
 from streamer.errors import StreamerError, UntrustedCertificate
 from streamer.metrics import PublisherCollector
+from streamer.receiver import Receiver
 from streamer.settings import Settings, load_settings
 from tests.broker import PrivateNode
 from tests.faults.conftest import record
@@ -119,6 +120,47 @@ async def test_consumer_refuses_an_untrusted_certificate(node: PrivateNode, ca_f
     settings = Settings(url=by_ip, exchange=exchange_name(), ca_file=ca_file, reconnect_max=0.5)
     error = await _consumer_error(settings)
     assert "mismatch" in error, error
+
+
+async def test_receiver_over_tls_and_refusing_an_untrusted_certificate(
+    node: PrivateNode, ca_file: str
+) -> None:
+    """The fast receiver dials through the shared core: verified TLS with the right CA, and a
+    certificate it cannot trust stops it at once (it never connected), naming the fix."""
+    exchange = exchange_name()
+    settings = Settings(url=node.tls_url, exchange=exchange, ca_file=ca_file)
+    bodies: list[bytes] = []
+    receiver = Receiver(lambda ds: bodies.extend(d[3] for d in ds), settings=settings)
+    running = asyncio.ensure_future(receiver.run())
+    try:
+        async with asyncio.timeout(10):
+            await receiver.consuming.wait()
+        async with Publisher(settings=settings) as pub:
+            pub.publish(Report(task_id="tls-r", state="finished"))
+            assert await pub.flush(10)
+        async with asyncio.timeout(10):
+            while not bodies:
+                await asyncio.sleep(0.02)
+    finally:
+        receiver.stop()
+        await running
+    assert b'"task_id":"tls-r"' in bodies[0]
+
+    for url, options, why in (
+        (node.tls_url, {}, "self-signed"),  # the system's CAs do not know ours
+        (node.tls_url.replace("localhost", "127.0.0.1"), {"ca_file": ca_file}, "mismatch"),
+    ):
+        untrusting = Receiver(
+            lambda ds: None,
+            settings=Settings(url=url, exchange=exchange, reconnect_max=0.5, **options),
+        )
+        with pytest.raises(UntrustedCertificate) as caught:
+            async with asyncio.timeout(10):
+                await untrusting.run()
+        error = str(caught.value)
+        assert "TLS certificate is not trusted" in error and why in error, error
+        assert "guest:***@" in error and "set ca_file" in error, error
+        assert not untrusting.consuming.is_set()
 
 
 def _with_credentials(url: str, user: str, password: str) -> str:
