@@ -7,9 +7,10 @@ subprocess so that the CPU time we charge to it (user+sys of the child,
 publish phase only) is not polluted by the other clients, the parent, imports
 or connection setup.
 
-The ``blaster`` client is a reference, not a product: a bare asyncio.Protocol
-that writes pre-encoded frames in batches. It shows roughly the rate the broker
-allows on this machine, i.e. the ceiling the real clients are measured against.
+The ``blaster`` client is a reference, not a product: streamer's bare AMQP
+connection (no publisher, no buffer) writing pre-encoded frames in batches. It
+shows roughly the rate the broker allows on this machine, i.e. the ceiling the
+real clients are measured against.
 
 The machine is shared with the broker and noisy (one run per client swings
 +-30%), so the clients run in ``--repeat`` interleaved rounds and the table

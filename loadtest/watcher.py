@@ -14,29 +14,30 @@ otherwise turn it into a greenlet that starves or is starved by the locust users
 is capped (drop-head): if the watcher falls behind, the broker drops its oldest reports and
 those count as lost here.
 
-Why not aiormq, as streamer's consumers use: it parses every frame and property table and
-starts a task per delivery, about 50 µs of CPU per report, more than streamer spends publishing
-one; on the load generator's own cores that halved the publisher's rate. The watcher only needs
-message bodies, so after a pamqp handshake it reads frames itself (auto-ack, no properties
-decoded): a few µs per report.
+Why not the fedora-messaging-style consumer (aiormq): it parses every frame and property
+table and starts a task per delivery, about 50 µs of CPU per report, more than streamer spends
+publishing one; on the load generator's own cores that halved the publisher's rate. The watcher
+only needs message bodies, so it reads through streamer's receiver (:mod:`streamer.receiver`
+on the hand-read AMQP core, no acks, no properties decoded): a few µs per report. The receiver
+reconnects by itself, so the watcher outlives a broker restart; what was routed meanwhile counts
+as lost.
 """
 
 from __future__ import annotations
 
 import asyncio
-import ssl
 import sys
 import time
-from collections.abc import Callable
 from typing import Any, Final
-from urllib.parse import unquote, urlsplit
 
 import msgspec
 import uvloop
-from pamqp import commands, frame
-from pamqp.header import ProtocolHeader
 
+from streamer.amqp import Connection, ConnectionCallbacks, Delivery, Link
+from streamer.receiver import Receiver
+from streamer.settings import Settings, mask_url
 from streamer.stats import LatencyHistogram
+from streamer.topology import default_queue_arguments
 
 __all__ = ["SeqTracker", "Watcher"]
 
@@ -141,74 +142,12 @@ class SeqTracker:
         ]
 
 
-_DELIVER: Final = b"\x00\x3c\x00\x3c"  # method frame payload start: Basic.Deliver
-
-
-class _Consumer(asyncio.Protocol):
-    """A bare AMQP 0-9-1 consumer: pamqp for the handshake, then deliveries read by hand.
-
-    ``on_bodies`` gets the bodies of every complete message of one read, in order.
-    """
-
-    def __init__(self, on_bodies: Callable[[list[bytes]], None]) -> None:
-        self.on_bodies = on_bodies
-        self.transport: asyncio.Transport | None = None
-        self.buf = bytearray()
-        self.rpc: asyncio.Queue[Any] = asyncio.Queue()
-        self.consuming = False
-        self._size = 0  # body size of the message being read
-        self._parts: list[bytes] = []
-        self._got = 0
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.rpc.put_nowait(ConnectionError(f"connection lost: {exc!r}"))
-
-    def data_received(self, data: bytes) -> None:
-        buf = self.buf
-        buf += data
-        pos, end_of_data = 0, len(buf)
-        bodies: list[bytes] = []
-        while end_of_data - pos >= 8:
-            kind = buf[pos]
-            size = int.from_bytes(buf[pos + 3 : pos + 7], "big")
-            end = pos + 8 + size
-            if end > end_of_data:
-                break
-            if self.consuming and kind == 3:  # body
-                self._parts.append(bytes(buf[pos + 7 : end - 1]))
-                self._got += size
-                if self._got >= self._size:
-                    bodies.append(b"".join(self._parts))
-                    self._parts, self._got = [], 0
-            elif self.consuming and kind == 2:  # content header: class, weight, body size
-                self._size = int.from_bytes(buf[pos + 11 : pos + 19], "big")
-                if not self._size:
-                    bodies.append(b"")
-            elif kind == 1 and not (self.consuming and buf[pos + 7 : pos + 11] == _DELIVER):
-                self.rpc.put_nowait(frame.unmarshal(bytes(buf[pos:end]))[2])
-            pos = end  # heartbeats (kind 8) and deliveries need nothing more
-        del buf[:pos]
-        if bodies:
-            self.on_bodies(bodies)
-
-    def send(self, value: Any, channel: int = 0) -> None:
-        assert self.transport is not None
-        self.transport.write(frame.marshal(value, channel))
-
-    async def expect(self, kind: type) -> Any:
-        value = await asyncio.wait_for(self.rpc.get(), 10)
-        if isinstance(value, Exception):
-            raise value
-        if not isinstance(value, kind):
-            raise ConnectionError(f"expected {kind.__name__}, got {value!r}")
-        return value
-
-
 class Watcher:
     """Consume ``<prefix>.#`` from ``exchange`` in a background OS thread.
+
+    The receiving is streamer's own (:class:`~streamer.receiver.Receiver`, without acks): it
+    reconnects by itself and declares its queue again, so the watcher survives a broker
+    restart (reports routed while it was away count as lost).
 
     Args:
         url: broker URL.
@@ -219,6 +158,9 @@ class Watcher:
         consume: False binds the queue but reads nothing: a sink that makes the broker
             route and enqueue every report, as for a consumer that is not there (the
             throughput benchmark's broker workload).
+
+    Raises:
+        ConfigError: ``url`` is not a broker URL.
     """
 
     def __init__(
@@ -235,6 +177,9 @@ class Watcher:
         self.prefix = prefix
         self.max_length = max_length
         self.consume = consume
+        self.settings = Settings(
+            url=url, exchange=exchange, routing_prefix=prefix, connection_name="streamer loadtest"
+        )
         self.tracker = SeqTracker()
         self.error: BaseException | None = None
         self.last_received = 0.0
@@ -244,14 +189,28 @@ class Watcher:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop: asyncio.Event | None = None
         self._done = _real("_thread", "allocate_lock")()
-        self._queue = ""
+        self._link: Link | None = None
+
+    @property
+    def reconnects(self) -> int:
+        """Connections re-established after a loss."""
+        return self._link.reconnects if self._link is not None else 0
 
     def start(self, timeout: float = 10.0) -> None:
         """Start consuming; returns once the queue is bound (or raises why it is not)."""
         self._done.acquire()
         _real("_thread", "start_new_thread")(self._run, ())
         if not self._ready.acquire(timeout=timeout):
-            raise TimeoutError(f"the watcher did not bind its queue within {timeout} s")
+            link = self._link
+            attempts = link.attempts if link is not None else 0
+            why = link.last_error if link is not None else None
+            self.stop()
+            raise TimeoutError(
+                f"the watcher did not bind its queue within {timeout} s "
+                f"({attempts} failed attempts to connect to {mask_url(self.url)}"
+                + (f"; the last: {why}" if why is not None else "")
+                + ")"
+            )
         if self.error is not None:
             raise RuntimeError(f"the watcher could not start: {self.error!r}") from self.error
 
@@ -272,76 +231,63 @@ class Watcher:
 
     async def _main(self) -> None:
         self._stop = asyncio.Event()
-        parts = urlsplit(self.url)
-        tls = ssl.create_default_context() if parts.scheme == "amqps" else None
-        loop = asyncio.get_running_loop()
-        _, proto = await asyncio.wait_for(
-            loop.create_connection(
-                lambda: _Consumer(self._on_bodies),
-                parts.hostname or "127.0.0.1",
-                parts.port or (5671 if tls else 5672),
-                ssl=tls,
-            ),
-            10,
-        )
-        assert isinstance(proto, _Consumer)
-        try:
-            await self._handshake(proto, parts)
-            self._ready.release()
-            stop = asyncio.ensure_future(self._stop.wait())
-            failed = asyncio.ensure_future(proto.rpc.get())  # only a close or a lost link
-            await asyncio.wait({stop, failed}, return_when=asyncio.FIRST_COMPLETED)
-            if failed.done():
-                why = failed.result()
-                raise why if isinstance(why, Exception) else ConnectionError(f"closed: {why!r}")
-            failed.cancel()
-            proto.send(commands.Connection.Close(200, "bye", 0, 0))
-            await proto.expect(commands.Connection.CloseOk)
-        finally:
-            assert proto.transport is not None
-            proto.transport.close()
-
-    async def _handshake(self, proto: _Consumer, parts: Any) -> None:
-        user, password = unquote(parts.username or "guest"), unquote(parts.password or "guest")
-        vhost = unquote(parts.path[1:]) if len(parts.path) > 1 else "/"
-        proto.send(ProtocolHeader())
-        await proto.expect(commands.Connection.Start)
-        proto.send(
-            commands.Connection.StartOk(
-                client_properties={"product": "streamer loadtest", "connection_name": "watcher"},
-                mechanism="PLAIN",
-                response=f"\0{user}\0{password}",
-            )
-        )
-        tune = await proto.expect(commands.Connection.Tune)
-        proto.send(commands.Connection.TuneOk(tune.channel_max, tune.frame_max, heartbeat=0))
-        proto.send(commands.Connection.Open(virtual_host=vhost))
-        await proto.expect(commands.Connection.OpenOk)
-        proto.send(commands.Channel.Open(), 1)
-        await proto.expect(commands.Channel.OpenOk)
-        proto.send(
-            commands.Exchange.Declare(exchange=self.exchange, exchange_type="topic", durable=True),
-            1,
-        )
-        await proto.expect(commands.Exchange.DeclareOk)
-        arguments = {"x-max-length": self.max_length, "x-overflow": "drop-head"}
-        proto.send(commands.Queue.Declare(exclusive=True, auto_delete=True, arguments=arguments), 1)
-        self._queue = (await proto.expect(commands.Queue.DeclareOk)).queue
-        key = f"{self.prefix}.#"
-        proto.send(
-            commands.Queue.Bind(queue=self._queue, exchange=self.exchange, routing_key=key), 1
-        )
-        await proto.expect(commands.Queue.BindOk)
         if self.consume:
-            proto.consuming = True
-            proto.send(commands.Basic.Consume(queue=self._queue, no_ack=True), 1)
-            await proto.expect(commands.Basic.ConsumeOk)
+            # The anonymous queue ("" in plan()'s terms: the broker names it), <prefix>.#.
+            receiver = Receiver(
+                self._on_batch,
+                settings=self.settings,
+                bindings=[{"exchange": self.exchange, "routing_keys": [f"{self.prefix}.#"]}],
+                queues={"": self._queue()},
+                no_ack=True,
+                what="watcher",
+            )
+            self._link = link = receiver.link
+            running = asyncio.ensure_future(receiver.run())
+        else:
+            # The sink: the same queue, bound but never consumed (a receiver always consumes).
+            self._link = link = Link(
+                self.settings,
+                name=f"{self.settings.client_name} sink",
+                callbacks=ConnectionCallbacks(),
+                setup=self._bind,
+                what="sink",
+                fatal=True,
+            )
+            running = asyncio.ensure_future(_run_link(link, self.settings.close_timeout))
+        bound = asyncio.ensure_future(link.connected.wait())
+        stopping = asyncio.ensure_future(self._stop.wait())
+        try:
+            await asyncio.wait({running, bound, stopping}, return_when=asyncio.FIRST_COMPLETED)
+            if bound.done() and not running.done():
+                self._ready.release()
+                await asyncio.wait({running, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            link.stop()
+            bound.cancel()
+            stopping.cancel()
+        await running  # raises why the receiver gave up, if it did
 
-    def _on_bodies(self, bodies: list[bytes]) -> None:
+    def _queue(self) -> dict[str, Any]:
+        """The watcher's queue: exclusive, auto-deleted, capped at ``max_length`` (drop-head)."""
+        return {
+            "durable": False,
+            "auto_delete": True,
+            "exclusive": True,
+            "arguments": default_queue_arguments(self.max_length),
+        }
+
+    async def _bind(self, conn: Connection) -> None:
+        """The sink's set-up on every connection: the watcher's queue, bound, not consumed."""
+        await conn.open_channel(1)
+        await conn.declare_exchange(1, self.exchange, confirm=False)
+        queue = await conn.declare_queue(1, "", **self._queue())
+        await conn.bind(1, queue, self.exchange, f"{self.prefix}.#")
+
+    def _on_batch(self, deliveries: list[Delivery]) -> None:
         now = time.time()
         with self._lock:
             observe = self.tracker.observe
-            for body in bodies:
+            for _, _, _, body in deliveries:
                 try:
                     seen = _decode(body)
                 except msgspec.DecodeError:
@@ -381,3 +327,11 @@ class Watcher:
                 return
             if self._done.acquire(timeout=timeout):
                 self._done.release()
+
+
+async def _run_link(link: Link, close_timeout: float) -> None:
+    """Keep ``link`` connected until it is stopped; then close its connection politely."""
+    try:
+        await link.run()
+    finally:
+        await link.close(close_timeout)

@@ -29,6 +29,9 @@ _RATE_SMOOTHING: Final = 0.3  # weight of the newest rate sample
 def progress_counts(progress: Mapping[str, Any]) -> tuple[int, int] | None:
     """Sum the done/total counters found anywhere in a ``progress_report`` (Pulp nests them).
 
+    Runs for every report a view receives, so it checks exact types (JSON objects decode to
+    ``dict``, integers to ``int``; a ``bool`` is not a count) instead of ABC instance checks.
+
     Returns:
         ``(done, total)``, or None when the report carries no counters.
     """
@@ -38,12 +41,14 @@ def progress_counts(progress: Mapping[str, Any]) -> tuple[int, int] | None:
     while stack:
         node = stack.pop()
         for done_key, total_key in _COUNTERS:
-            d, t = node.get(done_key), node.get(total_key)
-            if isinstance(d, int) and isinstance(t, int) and t >= 0 and d >= 0:
-                done, total, found = done + min(d, t), total + t, True
-                break
+            d = node.get(done_key)
+            if type(d) is int and d >= 0:
+                t = node.get(total_key)
+                if type(t) is int and t >= 0:
+                    done, total, found = done + min(d, t), total + t, True
+                    break
         else:
-            stack.extend(v for v in node.values() if isinstance(v, Mapping))
+            stack.extend(v for v in node.values() if type(v) is dict)
     return (done, total) if found else None
 
 

@@ -1,30 +1,40 @@
-"""The reference ceiling, not a product: a bare asyncio.Protocol that writes pre-encoded
-publish frames in batches, to show roughly the rate the broker allows on this machine."""
+"""The reference ceiling, not a product: pre-encoded publish frames written in batches on
+streamer's bare AMQP connection, to show roughly the rate the broker allows on this machine.
+
+A bare client: no Publisher, no buffer, no per-report encoding; only the core's connection
+(:mod:`streamer.amqp`: log-in, channel, confirm mode) and its hand-read confirms.
+"""
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import struct
+import sys
 import time
 from collections.abc import Sequence
-from typing import Any, cast
-from urllib.parse import unquote, urlsplit
+from typing import TYPE_CHECKING, Any
 
 from ._common import (
     CONTENT_TYPE,
+    REPO_ROOT,
     TRANSIENT,
     Latencies,
     Message,
     Meter,
     RunOptions,
+    Unavailable,
     _run_async,
     summarize,
 )
 
+if TYPE_CHECKING:
+    from streamer.amqp import Connection
 
-class _BlasterProtocol(asyncio.Protocol):
-    """Bare AMQP publisher: pamqp for the handshake, pre-encoded publish batches after.
+_CHANNEL = 1
+
+
+class _Blaster:
+    """The publish phase: pre-encoded batches within a window of unconfirmed publishes.
 
     Confirms are settled by delivery tag, honouring ``multiple=True``. Latency
     is per batch: every message of a batch is stamped with the batch's write
@@ -32,11 +42,8 @@ class _BlasterProtocol(asyncio.Protocol):
     """
 
     def __init__(self) -> None:
-        self.transport: asyncio.Transport | None = None
-        self.buf = bytearray()
-        self.rpc: asyncio.Queue[Any] = asyncio.Queue()  # non-confirm frames, or an exception
-        self.blocked = self.paused = False
-        # publish phase state, set by start_publishing()
+        self.conn: Connection | None = None
+        self.error: Exception | None = None
         self.chunks: list[bytes] = []
         self.chunk_sizes: list[int] = []
         self.sent_at: list[float] = []
@@ -47,68 +54,12 @@ class _BlasterProtocol(asyncio.Protocol):
         self.lat = Latencies()
         self.done: asyncio.Future[None] | None = None
 
-    # -- asyncio.Protocol
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        # uvloop's TCPTransport is not an asyncio.Transport subclass, hence the cast.
-        self.transport = cast(asyncio.Transport, transport)
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self._fail(ConnectionError(f"connection lost: {exc!r}"))
-
-    def pause_writing(self) -> None:
-        self.paused = True
-
-    def resume_writing(self) -> None:
-        self.paused = False
-        self.pump()
-
-    def data_received(self, data: bytes) -> None:
-        from pamqp import commands, frame
-
-        self.buf += data
-        while len(self.buf) >= 8:
-            (size,) = struct.unpack_from(">I", self.buf, 3)
-            end = 8 + size
-            if len(self.buf) < end:
-                return
-            _, _channel, value = frame.unmarshal(bytes(self.buf[:end]))
-            del self.buf[:end]
-            if isinstance(value, commands.Basic.Ack):
-                self.settle(value.delivery_tag, value.multiple, nack=False)
-            elif isinstance(value, commands.Basic.Nack):
-                self.settle(value.delivery_tag, value.multiple, nack=True)
-            elif isinstance(value, commands.Connection.Blocked):
-                self.blocked = True
-            elif isinstance(value, commands.Connection.Unblocked):
-                self.blocked = False
-                self.pump()
-            elif isinstance(value, (commands.Connection.Close, commands.Channel.Close)):
-                self._fail(ConnectionError(f"closed by broker: {value!r}"))
-            else:
-                self.rpc.put_nowait(value)
-
-    # -- handshake helpers
-    def send(self, value: Any, channel: int = 0) -> None:
-        from pamqp import frame
-
-        assert self.transport is not None
-        self.transport.write(frame.marshal(value, channel))
-
-    async def expect(self, kind: type) -> Any:
-        value = await asyncio.wait_for(self.rpc.get(), 10)
-        if isinstance(value, Exception):
-            raise value
-        if not isinstance(value, kind):
-            raise ConnectionError(f"expected {kind.__name__}, got {value!r}")
-        return value
-
-    def _fail(self, exc: Exception) -> None:
-        """Wake whoever waits: the publish phase, or a handshake step."""
+    def fail(self, exc: Exception) -> None:
+        """The connection is gone: end the publish phase with ``exc``."""
+        self.error = exc
         if self.done is not None and not self.done.done():
             self.done.set_exception(exc)
-        self.rpc.put_nowait(exc)
 
-    # -- publish phase
     def start_publishing(
         self, chunks: list[bytes], sizes: list[int], window: int, batch: int
     ) -> asyncio.Future[None]:
@@ -117,18 +68,21 @@ class _BlasterProtocol(asyncio.Protocol):
         self.window, self.batch = window, batch
         self.total = sum(sizes)
         self.done = asyncio.get_running_loop().create_future()
-        if self.total == 0:
+        if self.error is not None:
+            self.done.set_exception(self.error)
+        elif self.total == 0:
             self.done.set_result(None)
         self.pump()
         return self.done
 
     def pump(self) -> None:
         """Write whole batches while the unconfirmed count stays within the window."""
-        if self.transport is None or self.done is None:
+        conn = self.conn
+        if conn is None or self.done is None:
             return
-        write, perf = self.transport.write, time.perf_counter
+        write, perf = conn.write, time.perf_counter
         chunks, sizes, n = self.chunks, self.chunk_sizes, len(self.chunks)
-        while self.next_chunk < n and not (self.paused or self.blocked):
+        while self.next_chunk < n and conn.writable and not conn.blocked:
             size = sizes[self.next_chunk]
             if self.sent - self.settled + size > self.window:
                 break
@@ -217,64 +171,58 @@ def run_blaster(
     url: str, exchange: str, messages: Sequence[Message], opts: RunOptions
 ) -> dict[str, Any]:
     """Reference ceiling: pre-encoded publishes, ``batch`` per write, ``window`` unconfirmed."""
-    from pamqp import commands
-    from pamqp.header import ProtocolHeader
+    if str(REPO_ROOT) not in sys.path:
+        sys.path.insert(0, str(REPO_ROOT))
+    try:
+        from streamer.amqp import ConnectionCallbacks, open_connection
+        from streamer.settings import Settings
+    except ImportError as exc:
+        raise Unavailable(f"import failed: {exc!r}") from exc
 
-    parts = urlsplit(url)
-    user, password = unquote(parts.username or "guest"), unquote(parts.password or "guest")
-    vhost = unquote(parts.path[1:]) if len(parts.path) > 1 else "/"
+    blaster = _Blaster()
+
+    class Confirms(ConnectionCallbacks):
+        """The connection's events, handed to the blaster."""
+
+        def on_confirm(self, channel: int, tag: int, multiple: bool, ok: bool) -> None:
+            blaster.settle(tag, multiple, nack=not ok)
+
+        def on_blocked(self, blocked: bool) -> None:
+            blaster.pump()
+
+        def on_writable(self) -> None:
+            blaster.pump()
+
+        def on_lost(self, exc: BaseException | None) -> None:
+            blaster.fail(ConnectionError(f"connection lost: {exc!r}"))
+
+    async def setup(conn: Connection) -> None:
+        await conn.open_channel(_CHANNEL, confirm=True)
+        await conn.declare_exchange(_CHANNEL, exchange, confirm=True)
 
     async def main() -> dict[str, Any]:
-        loop = asyncio.get_running_loop()
-        _, proto = await loop.create_connection(
-            _BlasterProtocol, parts.hostname or "127.0.0.1", parts.port or 5672
+        settings = Settings(url=url, exchange=exchange, connection_name="throughput-blaster")
+        conn = await open_connection(
+            url, settings, name=settings.client_name, callbacks=Confirms(), setup=setup, heartbeat=0
         )
-        assert isinstance(proto, _BlasterProtocol)
-        proto.send(ProtocolHeader())
-        await proto.expect(commands.Connection.Start)
-        proto.send(
-            commands.Connection.StartOk(
-                client_properties={
-                    "product": "throughput-blaster",
-                    "capabilities": {"publisher_confirms": True, "basic.nack": True},
-                },
-                mechanism="PLAIN",
-                response=f"\0{user}\0{password}",
-            )
-        )
-        tune = await proto.expect(commands.Connection.Tune)
-        frame_max = tune.frame_max or 131_072
-        proto.send(commands.Connection.TuneOk(tune.channel_max, frame_max, heartbeat=0))
-        proto.send(commands.Connection.Open(virtual_host=vhost))
-        await proto.expect(commands.Connection.OpenOk)
-        proto.send(commands.Channel.Open(), 1)
-        await proto.expect(commands.Channel.OpenOk)
-        proto.send(commands.Confirm.Select(), 1)
-        await proto.expect(commands.Confirm.SelectOk)
-
-        chunks, sizes = _encode_publishes(exchange, messages, opts.batch, frame_max)
+        blaster.conn = conn
+        chunks, sizes = _encode_publishes(exchange, messages, opts.batch, conn.frame_max)
         meter = Meter(opts.broker_pid)
         error = None
         meter.start()
         try:
-            await proto.start_publishing(chunks, sizes, opts.window, opts.batch)
+            await blaster.start_publishing(chunks, sizes, opts.window, opts.batch)
         except ConnectionError as exc:
             error = str(exc)
         meter.stop()
-
-        if error is None:
-            proto.send(commands.Connection.Close(200, "bye", class_id=0, method_id=0))
-            with contextlib.suppress(ConnectionError, TimeoutError):
-                await proto.expect(commands.Connection.CloseOk)
-        assert proto.transport is not None
-        proto.transport.close()
+        await conn.close()  # politely, unless the connection is gone already
         return summarize(
             meter,
-            confirmed=proto.acked,
-            attempted=proto.sent,
+            confirmed=blaster.acked,
+            attempted=blaster.sent,
             planned=len(messages),
-            nacked=proto.nacked,
-            latencies=proto.lat,
+            nacked=blaster.nacked,
+            latencies=blaster.lat,
             latency_basis="per-batch",
             error=error,
             errors=int(error is not None),

@@ -148,6 +148,7 @@ class Link:
         self.connected = asyncio.Event()
         self.reconnects = 0  # connections re-established after a loss
         self.attempts = 0  # failed attempts since the last success
+        self.last_error: BaseException | None = None  # why the last attempt failed
         self.ever_connected = False
         self._stopped = asyncio.Event()
 
@@ -241,6 +242,7 @@ class Link:
 
     def _failed(self, url: str, exc: BaseException) -> None:
         shown, fatal = classify(url, exc)
+        self.last_error = shown
         if self.fatal and fatal:
             if isinstance(shown, BrokerError) and not isinstance(shown, AuthenticationError):
                 raise BrokerError(

@@ -6,6 +6,7 @@ starts ``python -m locust`` (or a small gevent script) and reads what it printed
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import json
 import os
@@ -14,10 +15,14 @@ import sys
 import textwrap
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 
+from loadtest.watcher import Watcher
+from streamer import Publisher, Report
 from tests.helpers import free_port as _free_port
+from tests.proxy import Proxy
 
 REPO = Path(__file__).resolve().parents[2]
 LOCUSTFILE = "loadtest/locustfile.py"
@@ -53,6 +58,53 @@ def _aggregated(prefix: Path) -> dict[str, str]:
 
 def _summary(prefix: Path) -> dict[str, Any]:
     return json.loads(Path(f"{prefix}_streamer.json").read_text())
+
+
+async def _until(check: Any, timeout: float, what: str) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not check():
+        if asyncio.get_running_loop().time() > deadline:
+            pytest.fail(what)
+        await asyncio.sleep(0.05)
+
+
+async def test_watcher_counts_reports_and_reconnects(
+    broker_url: str, exchange: str, proxy: Proxy
+) -> None:
+    """The watcher (in its own thread, through a proxy) sees every report, and after the
+    link is cut it connects again by itself and keeps counting."""
+    watcher = Watcher(proxy.url, exchange)
+    await asyncio.to_thread(watcher.start)
+    tasks = [f"w{n}" for n in range(30)]
+    try:
+        async with Publisher(url=broker_url, exchange=exchange) as pub:
+            for task in tasks:
+                pub.publish(Report(task_id=task, state="running"))
+            assert await pub.flush(timeout=10)
+            await _until(lambda: watcher.snapshot()["received"] == 30, 10, "not received")
+            await proxy.reset()
+            await _until(lambda: watcher.reconnects == 1, 10, "the watcher did not reconnect")
+            assert watcher.error is None
+            for task in tasks:
+                pub.publish(Report(task_id=task, state="finished"))
+            assert await pub.flush(timeout=10)
+            await _until(lambda: watcher.snapshot()["received"] == 60, 10, "not received after")
+    finally:
+        await asyncio.to_thread(watcher.stop)
+    snap = watcher.snapshot()
+    assert (snap["lost"], snap["out_of_order"], snap["duplicates"], snap["tasks"]) == (0, 0, 0, 30)
+    assert {row["state"] for row in watcher.rows()} == {"finished"}
+
+
+async def test_watcher_start_says_why_not(broker_url: str, free_port: int) -> None:
+    """Refused credentials raise at once; nobody listening raises once the time is up."""
+    parts = urlsplit(broker_url)
+    bad = urlunsplit(parts._replace(netloc=f"nobody:wrong@{parts.hostname}:{parts.port or 5672}"))
+    with pytest.raises(RuntimeError, match=r"could not start.*Authentication"):
+        await asyncio.to_thread(Watcher(bad, "streamer.test.never").start)
+    nobody = Watcher(f"amqp://guest:guest@127.0.0.1:{free_port}/", "streamer.test.never")
+    with pytest.raises(TimeoutError, match=r"did not bind its queue within 1\.0 s"):
+        await asyncio.to_thread(nobody.start, 1.0)
 
 
 BRIDGE_SCRIPT = textwrap.dedent(
