@@ -14,7 +14,6 @@ import asyncio
 import contextlib
 import functools
 import logging
-import random
 import ssl
 from asyncio import FIRST_COMPLETED
 from collections.abc import AsyncIterator, Mapping, Sequence
@@ -25,13 +24,13 @@ import aiormq
 import aiormq.abc
 import aiormq.exceptions
 
+from .amqp import Keeper
 from .callback import Outcome, Verdict, dispatch, resolve_callback
 from .errors import (
     AuthenticationError,
     BrokerError,
     CallbackError,
     ConfigError,
-    UntrustedCertificate,
 )
 from .message import MALFORMED, Malformed, Message, classify
 from .settings import Settings, load_settings, mask_url
@@ -113,7 +112,7 @@ class Consumer:
         self.counters: dict[str, int] = dict.fromkeys(COUNTERS, 0)
         self._inbox: asyncio.Queue[_Inbox] = asyncio.Queue()
         self._stopped = asyncio.Event()
-        self._consuming = asyncio.Event()
+        self._keeper = _AiormqKeeper(self)
         self._exit_code = 0
         self._error: BaseException | None = None
         self._malformed_log = Malformed()
@@ -121,125 +120,42 @@ class Consumer:
     @property
     def consuming(self) -> asyncio.Event:
         """Set while the queues are bound and consumed (cleared while reconnecting)."""
-        return self._consuming
+        return self._keeper.connected
 
     def stop(self, exit_code: int = 0) -> None:
         """Stop consuming: :meth:`run` returns ``exit_code``; unacked messages go back."""
         if not self._stopped.is_set():
             self._exit_code = exit_code
             self._stopped.set()
+            self._keeper.stop()
 
     async def run(self) -> int:
         """Consume until halted or stopped; returns the exit code.
 
         Raises:
             AuthenticationError: the broker refused the credentials on the first attempt.
+            UntrustedCertificate: the broker's certificate did not verify (first attempt).
             BrokerError: the broker refused a queue or binding (e.g. inconsistent arguments).
-            Exception: the callback's own, with ``halt_on_error``.
+            CallbackError: the callback failed, with ``halt_on_error``.
         """
         worker = asyncio.ensure_future(self._work())
         try:
-            await self._connect_loop()
+            await self._keeper.run()
         finally:
             worker.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await worker
-            self._consuming.clear()
+            await self._keeper.close(self.settings.close_timeout)
         if self._error is not None:
             raise self._error
         return self._exit_code
 
-    async def _connect_loop(self) -> None:
-        settings = self.settings
-        delay = settings.reconnect_min
-        attempt = 0
-        connected_once = False
-        while not self._stopped.is_set():
-            url = settings.urls[attempt % len(settings.urls)]
-            attempt += 1
-            conn: aiormq.abc.AbstractConnection | None = None
-            try:
-                async with asyncio.timeout(settings.connect_timeout):
-                    conn = await aiormq.connect(
-                        _with_heartbeat(url, settings.heartbeat),
-                        client_properties={"connection_name": f"{settings.client_name} consumer"},
-                        **self._tls(url),
-                    )
-                    channel, cancelled = await self._setup(conn)
-                if connected_once:
-                    self.counters["reconnects"] += 1
-                    log.warning("consumer resumed on %s", mask_url(url))
-                else:
-                    log.info("consuming on %s", mask_url(url))
-                connected_once = True
-                delay = settings.reconnect_min
-                # Any of these ends consuming: the connection, the channel, or a consumer the
-                # broker cancelled (queue deleted). Waiting on the connection alone is how
-                # consumers get stuck for ever with a live connection and nothing to read.
-                watched = {
-                    asyncio.ensure_future(self._stopped.wait()),
-                    conn.closing,  # an observer: cancelling it leaves the connection alone
-                    channel.closing,
-                }
-                try:
-                    await asyncio.wait({*watched, cancelled}, return_when=FIRST_COMPLETED)
-                finally:
-                    for future in watched:
-                        future.cancel()
-                if not self._stopped.is_set():
-                    log.warning(
-                        "consumer lost %s on %s: %s; reconnecting",
-                        "its consumer" if cancelled.done() else "its connection",
-                        mask_url(url),
-                        "cancelled by the broker" if cancelled.done() else _why(conn, channel),
-                    )
-            except aiormq.exceptions.ChannelClosed as exc:
-                code = _reply_code(exc)
-                if code in (403, 404, 406):  # refused, missing, inconsistent: retrying won't help
-                    raise BrokerError(f"broker refused the consumer's set-up: {exc}", code) from exc
-                log.warning("consumer channel closed on %s: %s", mask_url(url), exc)
-            except (
-                aiormq.exceptions.AuthenticationError,
-                aiormq.exceptions.ProbableAuthenticationError,
-            ) as exc:
-                if not connected_once:
-                    raise AuthenticationError(
-                        f"broker at {mask_url(url)} refused the credentials: {exc}", 403
-                    ) from exc
-                log.warning("consumer cannot log in to %s: %s", mask_url(url), exc)
-            except (ssl.SSLCertVerificationError, aiormq.exceptions.AMQPConnectionError) as exc:
-                cert = _cert_error(exc)
-                if cert is None:
-                    log.warning("consumer cannot connect to %s: %s", mask_url(url), exc)
-                else:  # retrying will not help: say why
-                    untrusted = UntrustedCertificate(
-                        mask_url(url), cert.verify_message or str(cert)
-                    )
-                    if not connected_once:
-                        raise untrusted from exc
-                    log.error("consumer cannot connect: %s", untrusted)
-            except (
-                OSError,
-                EOFError,
-                TimeoutError,
-                aiormq.exceptions.AMQPError,
-                aiormq.exceptions.ChannelInvalidStateError,  # lost while setting up
-            ) as exc:
-                log.warning(
-                    "consumer cannot connect to %s: %s", mask_url(url), exc or type(exc).__name__
-                )
-            finally:
-                self._consuming.clear()
-                if conn is not None and not conn.is_closed:
-                    with contextlib.suppress(Exception):
-                        await asyncio.wait_for(conn.close(), timeout=settings.close_timeout)
-            if self._stopped.is_set():
-                return
-            sleep = random.uniform(delay / 2, delay)
-            delay = min(delay * 2, settings.reconnect_max)
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(sleep):
-                    await self._stopped.wait()
+    def _opened(self, session: _Session) -> None:
+        if self._keeper.reconnects:
+            self.counters["reconnects"] = self._keeper.reconnects
+            log.warning("consumer resumed on %s", mask_url(session.url))
+        else:
+            log.info("consuming on %s", mask_url(session.url))
 
     def _tls(self, url: str) -> dict[str, Any]:
         if url.startswith("amqps:") and self.settings.ca_file:
@@ -285,7 +201,6 @@ class Consumer:
             await channel.basic_consume(
                 name, functools.partial(self._deliver, channel, name), no_ack=self.no_ack
             )
-        self._consuming.set()
         return channel, cancelled
 
     async def _deliver(
@@ -389,6 +304,79 @@ def _why(conn: aiormq.abc.AbstractConnection, channel: aiormq.abc.AbstractChanne
             if exc is not None:
                 return str(exc) or type(exc).__name__
     return "closed"
+
+
+class _Session(NamedTuple):
+    url: str
+    conn: aiormq.abc.AbstractConnection
+    channel: aiormq.abc.AbstractChannel
+    cancelled: asyncio.Future[None]  # done once the broker cancels a consumer
+
+
+class _AiormqKeeper(Keeper[_Session]):
+    """The shared reconnect loop (:class:`~streamer.amqp.Keeper`) around aiormq connections:
+    aiormq's failures are mapped to the errors the loop knows, so failover, backoff, the
+    fatal errors and the log lines are the same as everywhere else."""
+
+    def __init__(self, consumer: Consumer) -> None:
+        super().__init__(consumer.settings, what="consumer", fatal=True, on_open=consumer._opened)
+        self.consumer = consumer
+
+    async def dial(self, url: str) -> _Session:
+        settings = self.settings
+        conn: aiormq.abc.AbstractConnection | None = None
+        try:
+            async with asyncio.timeout(settings.connect_timeout):
+                conn = await aiormq.connect(
+                    _with_heartbeat(url, settings.heartbeat),
+                    client_properties={"connection_name": f"{settings.client_name} consumer"},
+                    **self.consumer._tls(url),
+                )
+                channel, cancelled = await self.consumer._setup(conn)
+        except BaseException as exc:
+            if conn is not None and not conn.is_closed:
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(conn.close(), timeout=settings.close_timeout)
+            mapped = _mapped(url, exc)
+            if mapped is exc:
+                raise
+            raise mapped from exc
+        return _Session(url, conn, channel, cancelled)
+
+    async def until_lost(self, session: _Session) -> object:
+        # Any of these ends consuming: the connection, the channel, or a consumer the broker
+        # cancelled (queue deleted). Waiting on the connection alone is how consumers get
+        # stuck for ever with a live connection and nothing to read. The futures are
+        # aiormq's to settle: waiting on them leaves them alone.
+        conn, channel, cancelled = session.conn, session.channel, session.cancelled
+        await asyncio.wait({conn.closing, channel.closing, cancelled}, return_when=FIRST_COMPLETED)
+        why = "cancelled by the broker" if cancelled.done() else _why(conn, channel)
+        await self.hang_up(session, self.settings.close_timeout)
+        return why
+
+    async def hang_up(self, session: _Session, timeout: float) -> None:
+        if not session.conn.is_closed:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(session.conn.close(), timeout=timeout)
+
+
+def _mapped(url: str, exc: BaseException) -> BaseException:
+    """aiormq's failure as one :func:`streamer.amqp.classify` knows (or ``exc`` itself)."""
+    if isinstance(exc, aiormq.exceptions.ChannelClosed):
+        return BrokerError(str(exc), _reply_code(exc))
+    if isinstance(
+        exc,
+        aiormq.exceptions.AuthenticationError | aiormq.exceptions.ProbableAuthenticationError,
+    ):
+        return AuthenticationError(f"broker at {mask_url(url)} refused the credentials: {exc}", 403)
+    cert = _cert_error(exc)
+    if cert is not None:
+        return cert
+    if isinstance(
+        exc, aiormq.exceptions.AMQPError | aiormq.exceptions.ChannelInvalidStateError
+    ):  # lost while setting up, or refused by the peer
+        return ConnectionError(str(exc) or type(exc).__name__)
+    return exc
 
 
 async def consume(

@@ -5,14 +5,16 @@ one mapping of broker failures. The publisher's pool and the receiver are built 
 from __future__ import annotations
 
 from .connection import Connection, ConnectionCallbacks, Delivery, State
-from .link import Link, open_connection, tls_context
+from .link import Keeper, Link, classify, open_connection, tls_context
 
 __all__ = [
     "Connection",
     "ConnectionCallbacks",
     "Delivery",
+    "Keeper",
     "Link",
     "State",
+    "classify",
     "open_connection",
     "tls_context",
 ]

@@ -22,14 +22,14 @@ import logging
 import random
 import ssl
 from collections.abc import Awaitable, Callable
-from typing import Final
+from typing import Final, Generic, TypeVar
 from urllib.parse import unquote, urlsplit
 
 from ..errors import AuthenticationError, BrokerError, UntrustedCertificate
 from ..settings import Settings, mask_url
 from .connection import Connection, ConnectionCallbacks, client_properties
 
-__all__ = ["Link", "open_connection", "tls_context"]
+__all__ = ["Keeper", "Link", "classify", "open_connection", "tls_context"]
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +37,7 @@ _LOG_EVERY: Final = 50  # after the first failure, one log line per this many
 _REFUSED_SETUP: Final = frozenset({403, 404, 406})  # access refused, not found, inconsistent
 
 Setup = Callable[[Connection], Awaitable[None]]
+C = TypeVar("C")
 
 
 def tls_context(settings: Settings) -> ssl.SSLContext:
@@ -111,15 +112,17 @@ def classify(url: str, exc: BaseException) -> tuple[BaseException, bool]:
     return exc, False
 
 
-class Link:
+class Keeper(Generic[C]):
     """Keeps one connection open while it runs: connect, set up, wait for the loss, again.
 
+    The loop, the failover order, the backoff, the failure mapping and the logging are here
+    once; a subclass says only how to dial one URL (:meth:`dial`, set-up included), how to
+    wait for the connection's loss (:meth:`until_lost`) and how to hang up. :class:`Link` is
+    the one for the core's own connection; the aiormq-based ``consume()`` has another.
+
     Args:
-        settings: URLs (failover order), timeouts, heartbeat, TLS, backoff.
-        name: the connection name the broker shows.
-        callbacks: receives the connection's events.
-        setup: run on every new connection before it counts as connected.
-        what: who is connecting, for log lines ("publisher", "receiver").
+        settings: URLs (failover order), timeouts, backoff.
+        what: who is connecting, for log lines ("publisher", "receiver", "consumer").
         fatal: raise from :meth:`run`, instead of retrying, an error retrying cannot cure
             (refused credentials or certificate before the first connection; a refused
             set-up at any time). Consumers want that; a publisher never raises.
@@ -130,27 +133,37 @@ class Link:
         self,
         settings: Settings,
         *,
-        name: str,
-        callbacks: ConnectionCallbacks,
-        setup: Setup,
         what: str,
         fatal: bool = False,
-        on_open: Callable[[Connection], None] | None = None,
+        on_open: Callable[[C], None] | None = None,
     ) -> None:
         self.settings = settings
-        self.name = name
-        self.callbacks = callbacks
-        self.setup = setup
         self.what = what
         self.fatal = fatal
         self.on_open = on_open
-        self.conn: Connection | None = None
+        self.conn: C | None = None
         self.connected = asyncio.Event()
         self.reconnects = 0  # connections re-established after a loss
         self.attempts = 0  # failed attempts since the last success
         self.last_error: BaseException | None = None  # why the last attempt failed
         self.ever_connected = False
         self._stopped = asyncio.Event()
+
+    async def dial(self, url: str) -> C:
+        """Connect to ``url`` and set the connection up, within ``connect_timeout``.
+
+        Raises what :func:`classify` maps: AuthenticationError, BrokerError (with the reply
+        code), ssl.SSLCertVerificationError, OSError, TimeoutError, EOFError.
+        """
+        raise NotImplementedError
+
+    async def until_lost(self, conn: C) -> object:
+        """Return once ``conn`` is gone; the value says why (for the log)."""
+        raise NotImplementedError
+
+    async def hang_up(self, conn: C, timeout: float) -> None:
+        """Close ``conn`` politely, within ``timeout``."""
+        raise NotImplementedError
 
     def stop(self) -> None:
         """Stop reconnecting; :meth:`run` returns once the current wait ends."""
@@ -169,11 +182,12 @@ class Link:
         settings = self.settings
         delay = settings.reconnect_min
         while not self._stopped.is_set():
-            conn = await self._connect_any()
-            if conn is None:
+            found = await self._connect_any()
+            if found is None:
                 await self._sleep(random.uniform(delay / 2, delay))
                 delay = min(delay * 2, settings.reconnect_max)
                 continue
+            url, conn = found
             delay = settings.reconnect_min
             if self.ever_connected:
                 self.reconnects += 1
@@ -183,20 +197,21 @@ class Link:
             if self.on_open is not None:
                 self.on_open(conn)
             stopping = asyncio.ensure_future(self._stopped.wait())
-            closed = asyncio.ensure_future(conn.wait_closed())
+            lost = asyncio.ensure_future(self.until_lost(conn))
             try:
-                await asyncio.wait({stopping, closed}, return_when=asyncio.FIRST_COMPLETED)
+                await asyncio.wait({stopping, lost}, return_when=asyncio.FIRST_COMPLETED)
             finally:
                 stopping.cancel()
-                closed.cancel()
+                if not lost.done():
+                    lost.cancel()
                 self.connected.clear()
             if self._stopped.is_set():
                 return
             log.warning(
                 "%s: lost connection to %s: %s; reconnecting",
                 self.what,
-                mask_url(conn.url),
-                conn.error or "closed",
+                mask_url(url),
+                lost.result(),
             )
             await self._sleep(random.uniform(delay / 2, delay))
 
@@ -205,7 +220,7 @@ class Link:
         self.stop()
         conn, self.conn = self.conn, None
         if conn is not None:
-            await conn.close(timeout)
+            await self.hang_up(conn, timeout)
 
     async def _sleep(self, seconds: float) -> None:
         try:
@@ -214,18 +229,12 @@ class Link:
         except TimeoutError:
             pass
 
-    async def _connect_any(self) -> Connection | None:
+    async def _connect_any(self) -> tuple[str, C] | None:
         for url in self.settings.urls:
             if self._stopped.is_set():
                 return None
             try:
-                conn = await open_connection(
-                    url,
-                    self.settings,
-                    name=self.name,
-                    callbacks=self.callbacks,
-                    setup=self.setup,
-                )
+                conn = await self.dial(url)
             except (OSError, TimeoutError, EOFError, BrokerError) as exc:
                 self._failed(url, exc)
                 continue
@@ -237,7 +246,7 @@ class Link:
                     self.attempts,
                 )
             self.attempts = 0
-            return conn
+            return url, conn
         return None
 
     def _failed(self, url: str, exc: BaseException) -> None:
@@ -261,3 +270,42 @@ class Link:
                 self.attempts,
                 str(shown) or repr(shown),
             )
+
+
+class Link(Keeper[Connection]):
+    """Keeps one of the core's own connections open (the publisher's pool, the receiver).
+
+    Args:
+        settings, what, fatal, on_open: see :class:`Keeper`.
+        name: the connection name the broker shows.
+        callbacks: receives the connection's events.
+        setup: run on every new connection before it counts as connected.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        name: str,
+        callbacks: ConnectionCallbacks,
+        setup: Setup,
+        what: str,
+        fatal: bool = False,
+        on_open: Callable[[Connection], None] | None = None,
+    ) -> None:
+        super().__init__(settings, what=what, fatal=fatal, on_open=on_open)
+        self.name = name
+        self.callbacks = callbacks
+        self.setup = setup
+
+    async def dial(self, url: str) -> Connection:
+        return await open_connection(
+            url, self.settings, name=self.name, callbacks=self.callbacks, setup=self.setup
+        )
+
+    async def until_lost(self, conn: Connection) -> object:
+        await conn.wait_closed()
+        return conn.error or "closed"
+
+    async def hang_up(self, conn: Connection, timeout: float) -> None:
+        await conn.close(timeout)
