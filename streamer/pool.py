@@ -1,8 +1,8 @@
 """The connection pool: ``connections`` × ``channels`` confirm-mode channels, kept alive.
 
-Each connection slot has a keeper task that connects (trying the broker URLs in order),
-re-connects with jittered exponential backoff when the connection is lost, and tells its
-owner when channels open or are lost. A task id always hashes to the same channel, so
+Each connection slot is kept by a :class:`~streamer.amqp.Link` (the core's one reconnect loop:
+broker URLs in order, jittered exponential backoff) whose set-up opens the slot's confirm
+channels and declares the exchange; the pool tells its owner when channels open or are lost. A task id always hashes to the same channel, so
 reports of one task leave in order.
 
 Leaks are structurally impossible in the ways that bit Pulp with kombu: connections are only
