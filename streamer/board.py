@@ -182,8 +182,9 @@ class Board:
             counts[task.state] = counts.get(task.state, 0) + 1
         return counts
 
-    def apply(self, report: Report, now: float | None = None) -> bool:
-        """Fold one report in; False when it was stale or a repeat (and ignored).
+    def apply(self, report: Report, now: float | None = None) -> TaskState | None:
+        """Fold one report in; returns the task's state, or None when the report was stale
+        or a repeat (and ignored).
 
         A report with ``seq`` 0 (not from a streamer publisher) always applies.
         """
@@ -191,29 +192,34 @@ class Board:
         if report.sent_at:
             self.latency.observe(max(now - report.sent_at, 0.0))
         task_id = report.task_id
-        task = self._tasks.get(task_id)
+        tasks = self._tasks
+        task = tasks.get(task_id)
         if task is None:
-            task = self._tasks[task_id] = TaskState(report, now)
+            task = tasks[task_id] = TaskState(report, now)
             if report.seq > 1:
                 task.gaps = report.seq - 1  # joined late or its first reports were lost
-        elif report.seq and report.seq <= task.report.seq:
-            if report.seq == task.report.seq:
-                self.duplicates += 1
-            else:
-                self.stale += 1
-            return False
         else:
-            was_finished = task.finished
+            seq = report.seq
+            if seq and seq <= task.report.seq:
+                if seq == task.report.seq:
+                    self.duplicates += 1
+                else:
+                    self.stale += 1
+                return None
+            was_finished = task.report.state in TERMINAL_STATES
             task._advance(report, now)
-            self._tasks.move_to_end(task_id)
-            if was_finished and not task.finished:
+            tasks.move_to_end(task_id)
+            if was_finished and report.state not in TERMINAL_STATES:
                 self._finished.pop(task_id, None)
         self.reports += 1
-        if task.finished:
+        if report.state in TERMINAL_STATES:
             self._finished[task_id] = None
             self._finished.move_to_end(task_id)
-        self._evict()
-        return True
+            if len(self._finished) > self.max_finished:
+                self._evict()
+        if len(tasks) > self.max_tasks:
+            self._evict()
+        return task
 
     def _evict(self) -> None:
         while len(self._finished) > self.max_finished:

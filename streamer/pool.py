@@ -1,9 +1,9 @@
 """The connection pool: ``connections`` × ``channels`` confirm-mode channels, kept alive.
 
-Each connection slot is kept by a :class:`~streamer.amqp.Link` (the core's one reconnect loop:
-broker URLs in order, jittered exponential backoff) whose set-up opens the slot's confirm
-channels and declares the exchange; the pool tells its owner when channels open or are lost. A task id always hashes to the same channel, so
-reports of one task leave in order.
+Each connection slot is kept by a :class:`~streamer.amqp.Link` (the core's one reconnect
+loop: broker URLs in order, jittered exponential backoff) whose set-up opens the slot's
+confirm channels and declares the exchange; the pool tells its owner when channels open or
+are lost. A task id always hashes to the same channel, so reports of one task leave in order.
 
 Leaks are structurally impossible in the ways that bit Pulp with kombu: connections are only
 ever created by keepers, a keeper holds at most one, ``close()`` ends every keeper and closes

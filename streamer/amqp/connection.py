@@ -46,7 +46,6 @@ _HEARTBEAT: Final = frame.marshal(heartbeat.Heartbeat(), 0)
 _FRAME_MAX: Final = 131072
 _ACCESS_REFUSED: Final = 403
 _DELIVER: Final = b"\x00\x3c\x00\x3c"  # class 60 (basic), method 60 (deliver)
-_CONTENT_TYPE_FLAG: Final = 0x8000
 # basic.ack as the client sends it: frame header, class 60 method 80, tag, multiple bit.
 _CLIENT_ACK: Final = struct.Struct(">BHIHHQBB")
 
@@ -84,11 +83,14 @@ class ConnectionCallbacks:
 
 
 class _Incoming:
-    """The message being read on one consuming channel: its deliver, then header, then body."""
+    """The message being read on one consuming channel (its deliver, then header, then body
+    frames), and the messages of this read already complete."""
 
-    __slots__ = ("content_type", "key", "parts", "remaining", "tag")
+    __slots__ = ("channel", "content_type", "done", "key", "parts", "remaining", "tag")
 
-    def __init__(self) -> None:
+    def __init__(self, channel: int) -> None:
+        self.channel = channel
+        self.done: list[Delivery] = []
         self.tag = 0
         self.key = ""
         self.content_type = ""
@@ -137,67 +139,70 @@ class Connection(asyncio.Protocol):
         buf = self._buffer
         buf += data
         pos, end = 0, len(buf)
-        on_confirm = self._callbacks.on_confirm
+        unpack = _FRAME_HDR.unpack_from
         incoming = self._incoming
-        batches: dict[int, list[Delivery]] | None = None
+        got: list[_Incoming] | None = None  # channels with complete deliveries in this read
         while end - pos >= 8:
-            kind, channel, size = _FRAME_HDR.unpack_from(buf, pos)
+            kind, channel, size = unpack(buf, pos)
             stop = pos + 7 + size
             if stop >= end:
                 break
             msg = incoming.get(channel) if incoming else None
-            if msg is not None and kind == 3:  # a body frame of a delivery
+            if msg is None:
+                self._control(kind, channel, size, buf, pos, stop)
+            elif kind == 3:  # a body frame of a delivery
                 msg.parts.append(bytes(buf[pos + 7 : stop]))
                 msg.remaining -= size
                 if msg.remaining <= 0:
-                    body = msg.parts[0] if len(msg.parts) == 1 else b"".join(msg.parts)
+                    parts = msg.parts
+                    body = parts[0] if len(parts) == 1 else b"".join(parts)
                     msg.parts = []
                     msg.remaining = -1
-                    if batches is None:
-                        batches = {}
-                    batches.setdefault(channel, []).append(
-                        (msg.tag, msg.key, msg.content_type, body)
-                    )
-            elif msg is not None and kind == 2:  # its content header
+                    if not msg.done:
+                        got = got or []
+                        got.append(msg)
+                    msg.done.append((msg.tag, msg.key, msg.content_type, body))
+            elif kind == 2:  # its content header: class, weight, body size, flags, props
                 body_size = _U64.unpack_from(buf, pos + 11)[0]
-                flags = (buf[pos + 19] << 8) | buf[pos + 20]
-                msg.content_type = ""
-                if flags & _CONTENT_TYPE_FLAG:
+                if buf[pos + 19] & 0x80:  # content_type is set: the first property
                     length = buf[pos + 21]
                     msg.content_type = buf[pos + 22 : pos + 22 + length].decode("latin-1")
+                else:
+                    msg.content_type = ""
                 if body_size:
                     msg.remaining = body_size
                 else:
-                    msg.remaining = -1
-                    if batches is None:
-                        batches = {}
-                    batches.setdefault(channel, []).append(
-                        (msg.tag, msg.key, msg.content_type, b"")
-                    )
-            elif kind == 1 and msg is not None and buf[pos + 7 : pos + 11] == _DELIVER:
-                at = pos + 11
-                at += 1 + buf[at]  # consumer tag
+                    if not msg.done:
+                        got = got or []
+                        got.append(msg)
+                    msg.done.append((msg.tag, msg.key, msg.content_type, b""))
+            elif kind == 1 and buf[pos + 7 : pos + 11] == _DELIVER:
+                at = pos + 12 + buf[pos + 11]  # past the consumer tag
                 msg.tag = _U64.unpack_from(buf, at)[0]
-                at += 9  # tag, redelivered
-                at += 1 + buf[at]  # exchange
-                length = buf[at]
-                msg.key = buf[at + 1 : at + 1 + length].decode("utf-8", "replace")
-                msg.remaining = -1
-            elif kind == 1 and size == 13:  # basic.ack / basic.nack are 13-byte methods
-                cls, meth, tag, bits = _ACK_BODY.unpack_from(buf, pos + 7)
-                if cls == 60 and (meth == 80 or meth == 120):
-                    on_confirm(channel, tag, bool(bits & 1), meth == 80)
-                else:
-                    self._dispatch(channel, bytes(buf[pos : stop + 1]))
-            elif kind in (1, 8):
-                self._dispatch(channel, bytes(buf[pos : stop + 1]))
-            # Other content frames only follow basic.return here; nothing to read in them.
+                at += 10 + buf[at + 9]  # past the tag, redelivered and the exchange
+                msg.key = buf[at + 1 : at + 1 + buf[at]].decode("utf-8", "replace")
+            else:
+                self._control(kind, channel, size, buf, pos, stop)
             pos = stop + 1
         del buf[:pos]
-        if batches is not None:
+        if got is not None:
             on_deliveries = self._callbacks.on_deliveries
-            for channel, deliveries in batches.items():
-                on_deliveries(channel, deliveries)
+            for msg in got:
+                done, msg.done = msg.done, []
+                on_deliveries(msg.channel, done)
+
+    def _control(
+        self, kind: int, channel: int, size: int, buf: bytearray, pos: int, stop: int
+    ) -> None:
+        """A frame that is not part of a delivery: a confirm (read here), or for pamqp."""
+        if kind == 1 and size == 13:  # basic.ack / basic.nack are 13-byte methods
+            cls, meth, tag, bits = _ACK_BODY.unpack_from(buf, pos + 7)
+            if cls == 60 and (meth == 80 or meth == 120):
+                self._callbacks.on_confirm(channel, tag, bool(bits & 1), meth == 80)
+                return
+        if kind == 1 or kind == 8:
+            self._dispatch(channel, bytes(buf[pos : stop + 1]))
+        # Other content frames only follow basic.return here; nothing to read in them.
 
     def pause_writing(self) -> None:
         self.writable = False
@@ -414,7 +419,7 @@ class Connection(asyncio.Protocol):
     ) -> None:
         """Start delivering ``queue`` on ``channel`` (``prefetch`` unacknowledged at most)."""
         await self.call(commands.Basic.Qos(prefetch_count=min(prefetch, 65535)), channel)
-        self._incoming[channel] = _Incoming()  # deliveries may follow consume-ok at once
+        self._incoming[channel] = _Incoming(channel)  # deliveries may follow consume-ok at once
         try:
             await self.call(
                 commands.Basic.Consume(queue=queue, no_ack=no_ack, arguments=arguments or {}),

@@ -221,11 +221,11 @@ class Dashboard:
         now = time.time()
         board, stream, histories = self.board, self.stream, self._history
         for _, _, report in self.reader(deliveries):
-            if not board.apply(report, now):
+            task = board.apply(report, now)
+            if task is None:  # stale or repeated: ignored
                 continue
             task_id = report.task_id
-            task = board.get(task_id)
-            if task is None:  # applied, then evicted at once (a board full of active tasks)
+            if board.get(task_id) is not task:  # applied, then evicted at once (board full)
                 continue
             stream.touch(task_id)
             history = histories.get(task_id)
