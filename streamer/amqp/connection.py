@@ -11,6 +11,10 @@ frames. So this protocol reads ``basic.ack``/``basic.nack`` and the three frames
 A delivery is handed over as a plain tuple ``(delivery_tag, routing_key, content_type,
 body)``: all the receiving tools need, with one small allocation per message. The deliveries
 of one socket read arrive in one list, so a consumer folds (and acknowledges) in batches.
+
+Over 500 lines because it is one ``asyncio.Protocol``: the frame reader, the handshake and
+the channel methods share the connection's state, and the reader is the hot path of both
+directions.
 """
 
 from __future__ import annotations
