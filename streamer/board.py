@@ -152,6 +152,10 @@ class Board:
         self.duplicates = 0  # ignored: same seq again (re-sent after a reconnect)
         self.evicted = 0
         self.latency = LatencyHistogram()  # sent_at -> applied, for every well-formed report
+        # Kept as reports are folded, so that a header, a scrape or an API call costs O(1)
+        # however many tasks the board holds.
+        self._by_state: dict[str, int] = {}
+        self._gaps = 0
 
     def __len__(self) -> int:
         return len(self._tasks)
@@ -174,13 +178,11 @@ class Board:
     @property
     def gaps(self) -> int:
         """Reports known to be missing, over the tasks still on the board."""
-        return sum(t.gaps for t in self._tasks.values())
+        return self._gaps
 
     def by_state(self) -> dict[str, int]:
-        counts: dict[str, int] = {}
-        for task in self._tasks.values():
-            counts[task.state] = counts.get(task.state, 0) + 1
-        return counts
+        """Tasks on the board per state (states with none left out)."""
+        return {state: n for state, n in self._by_state.items() if n}
 
     def apply(self, report: Report, now: float | None = None) -> TaskState | None:
         """Fold one report in; returns the task's state, or None when the report was stale
@@ -194,10 +196,13 @@ class Board:
         task_id = report.task_id
         tasks = self._tasks
         task = tasks.get(task_id)
+        by_state = self._by_state
         if task is None:
             task = tasks[task_id] = TaskState(report, now)
             if report.seq > 1:
                 task.gaps = report.seq - 1  # joined late or its first reports were lost
+                self._gaps += task.gaps
+            by_state[report.state] = by_state.get(report.state, 0) + 1
         else:
             seq = report.seq
             if seq and seq <= task.report.seq:
@@ -206,8 +211,13 @@ class Board:
                 else:
                     self.stale += 1
                 return None
-            was_finished = task.report.state in TERMINAL_STATES
+            old_state, old_gaps = task.report.state, task.gaps
+            was_finished = old_state in TERMINAL_STATES
             task._advance(report, now)
+            self._gaps += task.gaps - old_gaps
+            if report.state != old_state:
+                by_state[old_state] -= 1
+                by_state[report.state] = by_state.get(report.state, 0) + 1
             tasks.move_to_end(task_id)
             if was_finished and report.state not in TERMINAL_STATES:
                 self._finished.pop(task_id, None)
@@ -224,9 +234,13 @@ class Board:
     def _evict(self) -> None:
         while len(self._finished) > self.max_finished:
             task_id, _ = self._finished.popitem(last=False)
-            del self._tasks[task_id]
-            self.evicted += 1
+            self._forget(self._tasks.pop(task_id))
         while len(self._tasks) > self.max_tasks:
-            task_id, _ = self._tasks.popitem(last=False)
+            task_id, task = self._tasks.popitem(last=False)
             self._finished.pop(task_id, None)
-            self.evicted += 1
+            self._forget(task)
+
+    def _forget(self, task: TaskState) -> None:
+        self.evicted += 1
+        self._gaps -= task.gaps
+        self._by_state[task.state] -= 1

@@ -91,3 +91,31 @@ def test_bounded_and_monotonic(events: list[tuple[int, int, bool]]) -> None:
             assert after.report.seq == seq
         if not applied:
             assert seq <= shown
+
+
+@given(
+    st.lists(
+        st.tuples(
+            st.integers(0, 12),  # task
+            st.integers(0, 6),  # seq (0: not from a streamer publisher)
+            st.sampled_from(["running", "finished", "error", "waiting"]),
+        ),
+        max_size=200,
+    ),
+    st.integers(1, 6),
+    st.integers(1, 4),
+)
+def test_kept_counts_equal_a_recount(
+    events: list[tuple[int, int, str]], max_tasks: int, max_finished: int
+) -> None:
+    """The header's figures are kept as reports fold in (O(1) to read); they must always
+    equal what counting the board's tasks gives, evictions included."""
+    board = Board(max_tasks=max_tasks, max_finished=max_finished)
+    for n, (task, seq, state) in enumerate(events):
+        board.apply(Report(task_id=f"t{task}", state=state, seq=seq), float(n))  # type: ignore[arg-type]
+        tasks = list(board)
+        assert board.gaps == sum(t.gaps for t in tasks)
+        recount: dict[str, int] = {}
+        for t in tasks:
+            recount[t.state] = recount.get(t.state, 0) + 1
+        assert board.by_state() == recount
