@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import difflib
+import gc
 import logging
 import signal
 import sys
@@ -97,6 +98,11 @@ def run(verbose: int, main: Coroutine[Any, Any, int]) -> int:
     """
     import uvloop  # the commands' event loop; the library itself is loop-agnostic
 
+    # What is loaded by now lives as long as the process: keep it out of every collection,
+    # and collect the young generation less often. A receiving command allocates a few
+    # objects per report (tens of thousands a second); this saved about a tenth of its CPU.
+    gc.freeze()
+    gc.set_threshold(50_000, 20, 20)
     logging.basicConfig(
         level=logging.WARNING - 10 * min(verbose, 2),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
