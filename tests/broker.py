@@ -47,24 +47,36 @@ _DEBIAN_BIN = Path("/usr/lib/rabbitmq/bin")
 _SEARCH_PATH = os.pathsep.join([os.environ.get("PATH", ""), "/usr/local/sbin", "/usr/sbin"])
 _CONNECTION_FIELDS = ("name", "peer_port", "state", "channels")
 _counter = itertools.count(1)
-# A TLS listener next to the plain one; clients are not asked for certificates.
+# A TLS listener next to the plain one; clients are not asked for certificates, unless the
+# node logs clients in by them (EXTERNAL): then a presented certificate is verified and its
+# common name is the user name.
 _TLS_CONFIG = """\
 listeners.ssl.default = 127.0.0.1:{port}
 ssl_options.cacertfile = {d}/ca.pem
 ssl_options.certfile = {d}/cert.pem
 ssl_options.keyfile = {d}/key.pem
-ssl_options.verify = verify_none
+ssl_options.verify = {verify}
 ssl_options.fail_if_no_peer_cert = false
+"""
+_EXTERNAL_CONFIG = """\
+auth_mechanisms.1 = PLAIN
+auth_mechanisms.2 = EXTERNAL
+ssl_cert_login_from = common_name
 """
 
 
 @dataclass(frozen=True)
 class TlsFiles:
-    """PEM text for a node's TLS listener: the CA, the server certificate and its key."""
+    """PEM text for a node's TLS listener: the CA, the server certificate and its key.
+
+    ``client_login``: log clients in by their certificate (SASL EXTERNAL, the
+    rabbitmq_auth_mechanism_ssl plugin) besides passwords.
+    """
 
     ca: str
     cert: str
     key: str
+    client_login: bool = False
 
 
 def _tool(name: str) -> list[str] | None:
@@ -309,7 +321,13 @@ class PrivateNode:
         files = {"rabbitmq.conf": conf, "plugins": "[].\n"}
         if self.tls is not None:
             files |= {"ca.pem": self.tls.ca, "cert.pem": self.tls.cert, "key.pem": self.tls.key}
-            files["rabbitmq.conf"] += _TLS_CONFIG.format(port=self.tls_port, d=self.data_dir)
+            verify = "verify_peer" if self.tls.client_login else "verify_none"
+            files["rabbitmq.conf"] += _TLS_CONFIG.format(
+                port=self.tls_port, d=self.data_dir, verify=verify
+            )
+            if self.tls.client_login:
+                files["rabbitmq.conf"] += _EXTERNAL_CONFIG
+                files["plugins"] = "[rabbitmq_auth_mechanism_ssl].\n"
         for file, text in files.items():
             (self.data_dir / file).write_text(text)
         for stale in ("pid", "erl_crash.dump"):  # left by a crash; would fake a failed start
