@@ -71,7 +71,13 @@ async def test_publisher_and_receiver_log_in_by_certificate(
             assert await pub.flush(10)
             assert pub.stats.confirmed == 1
             users = await asyncio.to_thread(
-                cert_node.ctl, "-q", "list_connections", "user", "auth_mechanism", "ssl"
+                cert_node.ctl,
+                "-q",
+                "--no-table-headers",
+                "list_connections",
+                "user",
+                "auth_mechanism",
+                "ssl",
             )
         async with asyncio.timeout(10):
             while not bodies:
