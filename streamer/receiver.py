@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, Final
 
 from .amqp import Connection, ConnectionCallbacks, Delivery, Link
 from .message import Malformed, classify
@@ -32,6 +32,10 @@ __all__ = ["Receiver", "ReportReader"]
 log = logging.getLogger(__name__)
 
 _CHANNEL = 1
+#: How long the viewing tools (dashboard, watch, listen) let deliveries pile up between two
+#: reads: they redraw a few times a second, so 5 ms cannot be seen, and fewer, larger reads
+#: save CPU (about a tenth of the dashboard's, measured) when reports trickle in.
+VIEW_GATHER: Final = 0.005
 
 
 class ReportReader:
@@ -75,6 +79,9 @@ class Receiver(ConnectionCallbacks):
         no_ack: the broker forgets a message once sent: for tools that only display.
         arguments: ``basic.consume`` arguments (e.g. ``{"x-stream-offset": "first"}``).
         what: who is receiving, for log lines and the connection's name.
+        gather: seconds to let deliveries pile up after a small read, so that one read (and
+            one batch) carries many (see ``Connection.gather_reads``); for views that redraw
+            a few times a second. 0 hands each read over at once.
 
     Raises (from :meth:`run`):
         AuthenticationError, UntrustedCertificate: before the first connection.
@@ -92,12 +99,14 @@ class Receiver(ConnectionCallbacks):
         no_ack: bool = True,
         arguments: Mapping[str, Any] | None = None,
         what: str = "receiver",
+        gather: float = 0.0,
     ) -> None:
         self.settings = settings
         self.on_batch = on_batch
         self.prefetch = prefetch
         self.no_ack = no_ack
         self.arguments = dict(arguments or {})
+        self.gather = gather
         self._queues, self._bindings = plan(settings, bindings, queues)
         self.received = 0
         self.link = Link(
@@ -159,6 +168,8 @@ class Receiver(ConnectionCallbacks):
                 no_ack=self.no_ack,
                 arguments=self.arguments,
             )
+        if self.gather:  # from now on: set-up replies must not wait for it
+            conn.gather_reads(self.gather)
 
     # -- the connection's events ----------------------------------------------------------
 

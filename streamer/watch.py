@@ -31,7 +31,7 @@ from rich.text import Text
 
 from .amqp import Delivery
 from .board import Board, TaskState
-from .receiver import Receiver, ReportReader
+from .receiver import VIEW_GATHER, Receiver, ReportReader
 from .routing import routing_key
 from .settings import Settings
 from .view import Counters, error_text, select_rows
@@ -320,6 +320,7 @@ async def watch(
         bindings={"routing_keys": [binding]},
         no_ack=True,
         what="watch",
+        gather=VIEW_GATHER,
     )
     consuming = asyncio.ensure_future(receiver.run())
     waiters: set[asyncio.Future[Any]] = {

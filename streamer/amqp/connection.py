@@ -50,6 +50,7 @@ _HEARTBEAT: Final = frame.marshal(heartbeat.Heartbeat(), 0)
 _FRAME_MAX: Final = 131072
 _ACCESS_REFUSED: Final = 403
 _DELIVER: Final = b"\x00\x3c\x00\x3c"  # class 60 (basic), method 60 (deliver)
+_GATHER_BELOW: Final = 128 * 1024  # reads this large already carry many deliveries
 # basic.ack as the client sends it: frame header, class 60 method 80, tag, multiple bit.
 _CLIENT_ACK: Final = struct.Struct(">BHIHHQBB")
 
@@ -130,6 +131,10 @@ class Connection(asyncio.Protocol):
         self._error: BaseException | None = None
         self._last_rx = self._loop.time()
         self._timer: asyncio.TimerHandle | None = None
+        #: Seconds to let deliveries pile up in the socket after a small read (0: read at
+        #: once). See :meth:`gather_reads`.
+        self.read_pause = 0.0
+        self._resume: asyncio.TimerHandle | None = None
 
     # -- asyncio.Protocol -------------------------------------------------------------------
 
@@ -138,7 +143,27 @@ class Connection(asyncio.Protocol):
         self._transport = cast(asyncio.Transport, transport)
         self._transport.write(ProtocolHeader().marshal())
 
+    def gather_reads(self, pause: float) -> None:
+        """After each read smaller than a full buffer, stop reading for ``pause`` seconds.
+
+        A broker delivering to a consumer on the same machine as a busy publisher sends a
+        message or two per segment; reading each costs a wake-up and a system call, more CPU
+        than folding the report. Letting them pile up in the socket for a few milliseconds
+        turns hundreds of small reads into one. For views that redraw a few times a second;
+        the kernel's receive buffer (and TCP flow control beyond it) holds what arrives.
+        """
+        self.read_pause = pause
+
+    def _resume_reading(self) -> None:
+        self._resume = None
+        transport = self._transport
+        if transport is not None and not transport.is_closing():
+            transport.resume_reading()
+
     def data_received(self, data: bytes) -> None:
+        if self.read_pause and len(data) < _GATHER_BELOW and self._transport is not None:
+            self._transport.pause_reading()
+            self._resume = self._loop.call_later(self.read_pause, self._resume_reading)
         self._last_rx = self._loop.time()
         buf = self._buffer
         buf += data
@@ -221,6 +246,8 @@ class Connection(asyncio.Protocol):
         self.writable = False
         if self._timer is not None:
             self._timer.cancel()
+        if self._resume is not None:
+            self._resume.cancel()
         error = self._error or exc or ConnectionResetError("connection closed by the broker")
         for waiter in self._waiters.values():
             if not waiter.done():

@@ -9,7 +9,7 @@ import click
 import msgspec
 
 from ..amqp import Delivery
-from ..receiver import Receiver, ReportReader
+from ..receiver import VIEW_GATHER, Receiver, ReportReader
 from ..settings import Settings, replace_host
 from ._common import common_options, on_signals, run, settings_from, task_key
 
@@ -147,6 +147,7 @@ async def _listen(
         bindings=[{"exchange": settings.exchange, "routing_keys": keys}],
         no_ack=True,
         what="listen",
+        gather=VIEW_GATHER,
     )
     loop = asyncio.get_running_loop()
     timer = loop.call_later(timeout, stop) if timeout is not None else None

@@ -30,7 +30,7 @@ from ..amqp import Delivery
 from ..board import Board
 from ..errors import ConfigError
 from ..metrics import BoardCollector, handler
-from ..receiver import Receiver, ReportReader
+from ..receiver import VIEW_GATHER, Receiver, ReportReader
 from ..settings import Settings
 from ..view import RateWindow
 from .api import TaskApi
@@ -131,6 +131,7 @@ class Dashboard:
             prefetch=prefetch,
             no_ack=True,
             what="dashboard",
+            gather=VIEW_GATHER,
         )
         self._history_len = history
         self._history_tasks = history_tasks
