@@ -13,6 +13,7 @@ help:
 	@echo "make demo         stream simulated sync+publish tasks while a listener prints keys"
 	@echo "make test         the whole test suite against a real RabbitMQ"
 	@echo "make bench        throughput vs. other clients + publish() micro benchmarks"
+	@echo "make bench-receive  what dashboard/watch/listen receive and cost, vs. peers"
 	@echo "make loadtest     30 s of locust task workers at 20,000 reports/s (LOADTEST=...)"
 	@echo "make capacity     locust capacity search: the highest sustained report rate"
 	@echo "make soak         10 minutes at 70% of the maximum rate: RSS and fds over time"
@@ -57,9 +58,16 @@ bench: $(STAMP)
 
 bench-smoke: $(STAMP)
 	$(BROKER) $(BIN)/python bench/throughput.py --tasks 5 --reports 20 --repeat 1 --json /dev/null
+	$(BROKER) $(BIN)/python bench/receive.py --reports 2000 --drain 5000 --repeat 1 --json /dev/null
 	$(BROKER) $(BIN)/python -m pytest -p no:cacheprovider bench/ --benchmark-disable -q
 	$(BROKER) $(BIN)/locust -f loadtest/locustfile.py --headless -u 5 --rate 1000 -t 4s \
 		--only-summary --exit-code-on-error 0 --csv bench/results/smoke
+
+# Receiving: the dashboard, watch and listen against the harness watcher, peers and a raw
+# reader, attached to a full-speed publisher and draining a full queue (bench/receive.py).
+.PHONY: bench-receive
+bench-receive: $(STAMP)
+	$(BROKER) $(BIN)/python bench/receive.py
 
 # A 30 s run at a fixed rate, then the capacity search (docs/capacity-testing.md).
 .PHONY: loadtest capacity
