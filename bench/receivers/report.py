@@ -9,9 +9,10 @@ stay visible. Ratios come as the ratio of the medians and, in brackets, each rou
 
 from __future__ import annotations
 
-import statistics
 from collections.abc import Iterable
 from typing import Any
+
+from throughput_report import _fmt, _median, _ratio  # one copy of the table helpers
 
 from . import RECEIVERS, STREAMER_TOOLS
 
@@ -28,21 +29,8 @@ OTHER_LEGEND = (
 )
 
 
-def _fmt(value: Any, spec: str = ",.0f") -> str:
-    return "-" if value is None else format(value, spec)
-
-
 def _pct(value: float | None) -> str:
     return "-" if value is None else f"{value * 100:.0f}%"
-
-
-def _median(values: Iterable[float | None]) -> float | None:
-    present = [v for v in values if v is not None]
-    return statistics.median(present) if present else None
-
-
-def _ratio(a: float | None, b: float | None) -> float | None:
-    return a / b if a and b else None
 
 
 def ok(result: dict[str, Any]) -> bool:
