@@ -21,34 +21,50 @@ from .stats import LatencyHistogram
 
 __all__ = ["Board", "TaskState", "progress_counts"]
 
-# Pairs of (done, total) keys recognised in progress_report entries, first match wins.
-_COUNTERS: Final = (("items_done", "items_total"), ("done", "total"))
+# Pairs of (done, total) keys recognised in progress_report entries, first match wins:
+# ("items_done", "items_total"), then ("done", "total") (spelt out in _count for speed).
+_MAX_DEPTH: Final = 8  # progress_report levels searched for counters
 _RATE_SMOOTHING: Final = 0.3  # weight of the newest rate sample
 
 
 def progress_counts(progress: Mapping[str, Any]) -> tuple[int, int] | None:
     """Sum the done/total counters found anywhere in a ``progress_report`` (Pulp nests them).
 
-    Runs for every report a view receives, so it checks exact types (JSON objects decode to
-    ``dict``, integers to ``int``; a ``bool`` is not a count) instead of ABC instance checks.
+    A node with a ``(done, total)`` pair counts as a whole (``items_done``/``items_total`` first);
+    otherwise the objects in it are searched, down to ``_MAX_DEPTH`` levels (a foreign
+    publisher's deeply nested object costs no more than that).
 
     Returns:
         ``(done, total)``, or None when the report carries no counters.
     """
+    return _count(progress, _MAX_DEPTH)
+
+
+def _count(node: Mapping[str, Any], depth: int) -> tuple[int, int] | None:
+    # Runs for every report a view receives: exact type checks (JSON objects decode to
+    # dict, integers to int; a bool is not a count) and the two known pairs spelt out.
+    get = node.get
+    d = get("items_done")
+    if type(d) is int:
+        t = get("items_total")
+        if type(t) is int and d >= 0 and t >= 0:
+            return (d if d < t else t, t)
+    d = get("done")
+    if type(d) is int:
+        t = get("total")
+        if type(t) is int and d >= 0 and t >= 0:
+            return (d if d < t else t, t)
+    if not depth:
+        return None
     done = total = 0
     found = False
-    stack: list[Mapping[str, Any]] = [progress]
-    while stack:
-        node = stack.pop()
-        for done_key, total_key in _COUNTERS:
-            d = node.get(done_key)
-            if type(d) is int and d >= 0:
-                t = node.get(total_key)
-                if type(t) is int and t >= 0:
-                    done, total, found = done + min(d, t), total + t, True
-                    break
-        else:
-            stack.extend(v for v in node.values() if type(v) is dict)
+    for value in node.values():
+        if type(value) is dict:
+            counts = _count(value, depth - 1)
+            if counts is not None:
+                done += counts[0]
+                total += counts[1]
+                found = True
     return (done, total) if found else None
 
 
@@ -116,23 +132,6 @@ class TaskState:
         if self.finished or self.done is None or self.total is None or not self.rate:
             return None
         return max(self.total - self.done, 0) / self.rate
-
-    def _advance(self, report: Report, now: float) -> None:
-        self.gaps += max(report.seq - self.report.seq - 1, 0)
-        counts = progress_counts(report.progress_report)
-        if counts is not None:
-            done, total = counts
-            if self.done is not None and now > self.last_seen and done >= self.done:
-                sample = (done - self.done) / (now - self.last_seen)
-                self.rate = (
-                    sample
-                    if self.rate is None
-                    else (_RATE_SMOOTHING * sample + (1 - _RATE_SMOOTHING) * self.rate)
-                )
-            self.done, self.total = done, total
-        self.report = report
-        self.last_seen = now
-
 
 class Board:
     """Per-task state folded from reports, bounded in memory.
@@ -211,10 +210,27 @@ class Board:
                 else:
                     self.stale += 1
                 return None
-            old_state, old_gaps = task.report.state, task.gaps
+            old_state = task.report.state
             was_finished = old_state in TERMINAL_STATES
-            task._advance(report, now)
-            self._gaps += task.gaps - old_gaps
+            missed = seq - task.report.seq - 1  # (seq 0: a foreign report, no gap known)
+            if missed > 0:
+                task.gaps += missed
+                self._gaps += missed
+            counts = _count(report.progress_report, _MAX_DEPTH)
+            if counts is not None:
+                done, total = counts
+                last_done = task.done
+                if last_done is not None and now > task.last_seen and done >= last_done:
+                    sample = (done - last_done) / (now - task.last_seen)
+                    rate = task.rate
+                    task.rate = (
+                        sample
+                        if rate is None
+                        else _RATE_SMOOTHING * sample + (1 - _RATE_SMOOTHING) * rate
+                    )
+                task.done, task.total = done, total
+            task.report = report
+            task.last_seen = now
             if report.state != old_state:
                 by_state[old_state] -= 1
                 by_state[report.state] = by_state.get(report.state, 0) + 1

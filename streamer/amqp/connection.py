@@ -123,7 +123,7 @@ class Connection(asyncio.Protocol):
         self._callbacks = callbacks
         self._loop = asyncio.get_running_loop()
         self._transport: asyncio.Transport | None = None
-        self._buffer = bytearray()
+        self._rest = b""  # the start of a frame the last read ended in
         self._waiters: dict[int, asyncio.Future[Frame]] = {}
         self._early: dict[int, deque[Frame]] = {}
         self._incoming: dict[int, _Incoming] = {}  # consuming channels
@@ -165,8 +165,9 @@ class Connection(asyncio.Protocol):
             self._transport.pause_reading()
             self._resume = self._loop.call_later(self.read_pause, self._resume_reading)
         self._last_rx = self._loop.time()
-        buf = self._buffer
-        buf += data
+        # Frames are parsed in the read itself (bytes), so a body is copied out of it once;
+        # only the unfinished frame at its end is kept for the next read.
+        buf = self._rest + data if self._rest else data
         pos, end = 0, len(buf)
         unpack = _FRAME_HDR.unpack_from
         incoming = self._incoming
@@ -180,7 +181,7 @@ class Connection(asyncio.Protocol):
             if msg is None:
                 self._control(kind, channel, size, buf, pos, stop)
             elif kind == 3:  # a body frame of a delivery
-                msg.parts.append(bytes(buf[pos + 7 : stop]))
+                msg.parts.append(buf[pos + 7 : stop])
                 msg.remaining -= size
                 if msg.remaining <= 0:
                     parts = msg.parts
@@ -210,10 +211,36 @@ class Connection(asyncio.Protocol):
                 msg.tag = _U64.unpack_from(buf, at)[0]
                 at += 10 + buf[at + 9]  # past the tag, redelivered and the exchange
                 msg.key = buf[at + 1 : at + 1 + buf[at]].decode("utf-8", "replace")
+                # The common case, read in one step: its header and its one body frame are
+                # complete in this read too (otherwise the frames are taken one by one).
+                head = stop + 1
+                if end - head >= 8:
+                    hkind, _, hsize = unpack(buf, head)
+                    body = head + 8 + hsize  # the body frame's start
+                    if hkind == 2 and end - body >= 8:
+                        bkind, _, bsize = unpack(buf, body)
+                        stop = body + 7 + bsize
+                        if (
+                            bkind == 3
+                            and stop < end
+                            and bsize == _U64.unpack_from(buf, head + 11)[0]
+                        ):
+                            if buf[head + 19] & 0x80:  # content_type is set
+                                at = head + 22 + buf[head + 21]
+                                content_type = buf[head + 22 : at].decode("latin-1")
+                            else:
+                                content_type = ""
+                            if not msg.done:
+                                got = got or []
+                                got.append(msg)
+                            msg.done.append((msg.tag, msg.key, content_type, buf[body + 7 : stop]))
+                        else:
+                            stop = head - 1
+                    # else: as before, the header frame is read by the loop's next turn
             else:
                 self._control(kind, channel, size, buf, pos, stop)
             pos = stop + 1
-        del buf[:pos]
+        self._rest = buf[pos:] if pos < end else b""
         if got is not None:
             on_deliveries = self._callbacks.on_deliveries
             for msg in got:
@@ -221,7 +248,7 @@ class Connection(asyncio.Protocol):
                 on_deliveries(msg.channel, done)
 
     def _control(
-        self, kind: int, channel: int, size: int, buf: bytearray, pos: int, stop: int
+        self, kind: int, channel: int, size: int, buf: bytes, pos: int, stop: int
     ) -> None:
         """A frame that is not part of a delivery: a confirm (read here), or for pamqp."""
         if kind == 1 and size == 13:  # basic.ack / basic.nack are 13-byte methods
@@ -230,7 +257,7 @@ class Connection(asyncio.Protocol):
                 self._callbacks.on_confirm(channel, tag, bool(bits & 1), meth == 80)
                 return
         if kind == 1 or kind == 8:
-            self._dispatch(channel, bytes(buf[pos : stop + 1]))
+            self._dispatch(channel, buf[pos : stop + 1])
         # Other content frames only follow basic.return here; nothing to read in them.
 
     def pause_writing(self) -> None:

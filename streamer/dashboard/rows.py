@@ -91,8 +91,9 @@ class Batch(msgspec.Struct, frozen=True, kw_only=True):
     summary: Summary
 
 
-class Entry(msgspec.Struct, frozen=True, array_like=True):
-    """One report in a task's recent history (small on purpose: thousands are kept)."""
+class Entry(msgspec.Struct, frozen=True, array_like=True, gc=False):
+    """One report in a task's recent history (small on purpose: thousands are kept; scalars
+    only, so the garbage collector need not track them)."""
 
     at: float  # when it arrived
     seq: int
