@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed-dev
 # The broker: $STREAMER_URL, else the local one on 5672, else a private node started for us.
 BROKER  = STREAMER_URL="$$($(BIN)/python -m tests.broker url)"
 
-.PHONY: help system-deps install demo test unit integration bench bench-smoke lint typecheck \
+.PHONY: help system-deps redis install demo test unit integration bench bench-smoke lint typecheck \
 	clean broker-stop
 
 help:
@@ -26,11 +26,18 @@ help:
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 system-deps:
 	@command -v chromium >/dev/null && command -v prometheus >/dev/null \
-		&& command -v promtool >/dev/null || { \
-		echo "installing chromium and prometheus (Debian packages) for the tests"; \
+		&& command -v promtool >/dev/null && command -v redis-server >/dev/null || { \
+		echo "installing chromium, prometheus and redis (Debian packages) for the tests"; \
 		$(SUDO) apt-get update -qq && \
 		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium prometheus \
-			>/dev/null; }
+			redis-server >/dev/null; }
+
+# The RQ test needs a Redis, as RQ itself does: the one on 127.0.0.1:6379, else one started
+# here (in memory only, loopback only).
+redis: $(STAMP) system-deps
+	@$(BIN)/python -c "import redis; redis.Redis(socket_connect_timeout=2).ping()" \
+		2>/dev/null || redis-server --daemonize yes --bind 127.0.0.1 --port 6379 \
+		--save "" --appendonly no >/dev/null
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -43,7 +50,7 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(BROKER) $(BIN)/streamer demo
 
-test: $(STAMP) system-deps
+test: $(STAMP) system-deps redis
 	$(BROKER) $(BIN)/python -m pytest -p no:cacheprovider
 
 unit: $(STAMP)

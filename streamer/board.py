@@ -6,6 +6,11 @@ report after reconnecting). The board keeps, per task, the newest report by ``se
 gaps, ignores stale and repeated reports, and derives progress, rate and ETA from the
 ``items_done``/``items_total`` counters in ``progress_report``. Memory is bounded: finished
 tasks are evicted oldest first beyond ``max_finished``, and the total is capped too.
+
+Input from the exchange is trusted only so far: a ``seq`` far from its task's last one is a
+counted jump that restarts the task's sequence (never a billion gaps, never a frozen task),
+and a ``sent_at`` that would make an end-to-end latency outside [0, 1 h] is counted as clock
+skew, not observed.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ __all__ = ["Board", "TaskState", "progress_counts"]
 # Pairs of (done, total) keys recognised in progress_report entries, first match wins:
 # ("items_done", "items_total"), then ("done", "total") (spelt out in _count for speed).
 _MAX_DEPTH: Final = 8  # progress_report levels searched for counters
+_MAX_LATENCY: Final = 3600.0  # end-to-end latencies beyond an hour are clock skew
 _RATE_SMOOTHING: Final = 0.3  # weight of the newest rate sample
 
 
@@ -79,10 +85,11 @@ def _timestamp(value: datetime | None) -> float | None:
 class TaskState:
     """What the board knows of one task."""
 
-    __slots__ = ("done", "first_seen", "gaps", "last_seen", "rate", "report", "total")
+    __slots__ = ("done", "first_seen", "gaps", "last_seen", "rate", "report", "seq", "total")
 
     def __init__(self, report: Report, now: float) -> None:
         self.report = report
+        self.seq = report.seq  # the sequence so far (a report with seq 0 leaves it alone)
         self.first_seen = now
         self.last_seen = now
         self.gaps = 0  # reports never seen (missing seq numbers)
@@ -133,24 +140,32 @@ class TaskState:
             return None
         return max(self.total - self.done, 0) / self.rate
 
+
 class Board:
     """Per-task state folded from reports, bounded in memory.
 
     Args:
         max_finished: finished tasks kept (the oldest finished are evicted first).
         max_tasks: tasks kept in all; beyond it the least recently updated go.
+        max_seq_jump: a ``seq`` further than this from its task's last one is a jump (see
+            above), not a gap.
     """
 
-    def __init__(self, *, max_finished: int = 1_000, max_tasks: int = 10_000) -> None:
+    def __init__(
+        self, *, max_finished: int = 1_000, max_tasks: int = 10_000, max_seq_jump: int = 1_000_000
+    ) -> None:
         self.max_finished = max_finished
         self.max_tasks = max_tasks
+        self.max_seq_jump = max_seq_jump
         self._tasks: OrderedDict[str, TaskState] = OrderedDict()  # least recently updated first
         self._finished: OrderedDict[str, None] = OrderedDict()  # oldest finish first
         self.reports = 0  # applied
         self.stale = 0  # ignored: lower seq than the one shown
         self.duplicates = 0  # ignored: same seq again (re-sent after a reconnect)
         self.evicted = 0
-        self.latency = LatencyHistogram()  # sent_at -> applied, for every well-formed report
+        self.jumps = 0  # reports whose seq jumped more than max_seq_jump: a fresh sequence
+        self.latency = LatencyHistogram()  # sent_at -> applied, when within [0, 1 h]
+        self.clock_skew = 0  # reports whose sent_at was in the future or over an hour old
         # Kept as reports are folded, so that a header, a scrape or an API call costs O(1)
         # however many tasks the board holds.
         self._by_state: dict[str, int] = {}
@@ -191,28 +206,42 @@ class Board:
         """
         now = time.time() if now is None else now
         if report.sent_at:
-            self.latency.observe(max(now - report.sent_at, 0.0))
+            latency = now - report.sent_at
+            if 0.0 <= latency <= _MAX_LATENCY:
+                self.latency.observe(latency)
+            else:  # another clock, or a made-up time: no observation could mean anything
+                self.clock_skew += 1
         task_id = report.task_id
         tasks = self._tasks
         task = tasks.get(task_id)
         by_state = self._by_state
+        seq = report.seq
         if task is None:
             task = tasks[task_id] = TaskState(report, now)
-            if report.seq > 1:
-                task.gaps = report.seq - 1  # joined late or its first reports were lost
-                self._gaps += task.gaps
+            if seq > 1:
+                if seq - 1 > self.max_seq_jump:
+                    self.jumps += 1  # no one missed a million reports: count no gaps
+                else:
+                    task.gaps = seq - 1  # joined late or its first reports were lost
+                    self._gaps += task.gaps
             by_state[report.state] = by_state.get(report.state, 0) + 1
         else:
-            seq = report.seq
-            if seq and seq <= task.report.seq:
-                if seq == task.report.seq:
+            last = task.seq
+            missed = seq - last - 1  # (seq 0: a foreign report, no gap known)
+            if seq and (missed > self.max_seq_jump or last - seq > self.max_seq_jump):
+                # A sequence far from this task's: foreign, or a publisher that started
+                # again. Shown, counted, and the task's sequence goes on from it, so that
+                # neither a huge gap is counted nor the genuine reports after it look stale.
+                self.jumps += 1
+                missed = 0
+            elif seq and seq <= last:
+                if seq == last:
                     self.duplicates += 1
                 else:
                     self.stale += 1
                 return None
             old_state = task.report.state
             was_finished = old_state in TERMINAL_STATES
-            missed = seq - task.report.seq - 1  # (seq 0: a foreign report, no gap known)
             if missed > 0:
                 task.gaps += missed
                 self._gaps += missed
@@ -231,6 +260,8 @@ class Board:
                 task.done, task.total = done, total
             task.report = report
             task.last_seen = now
+            if seq:
+                task.seq = seq
             if report.state != old_state:
                 by_state[old_state] -= 1
                 by_state[report.state] = by_state.get(report.state, 0) + 1

@@ -25,7 +25,7 @@ import sys
 import time
 import weakref
 from collections.abc import Callable
-from typing import Any, Final
+from typing import Any, Final, NoReturn
 
 import msgspec
 import uvloop
@@ -304,12 +304,32 @@ def _close_all() -> None:
             log.exception("closing a background publisher at exit")
 
 
+_os_exit: Callable[[int], NoReturn] = os._exit  # what os._exit was before we wrapped it
+
+
+def _exit_flushing(status: int) -> NoReturn:
+    """``os._exit`` that first flushes (bounded) what this process's publishers hold.
+
+    Most task workers do not end through interpreter exit: a ``multiprocessing`` child
+    (fork and forkserver), a pool worker retired after its quota of tasks, a Celery prefork
+    child and an RQ work horse all return from their work and call ``os._exit``, which runs
+    no ``atexit`` handler, so a task's last reports (its final state above all) would vanish.
+    coverage.py patches ``os._exit`` for the same reason. A publisher that never published
+    in this process (one inherited through a fork, say) costs nothing here.
+    """
+    try:
+        _close_all()
+    finally:
+        _os_exit(status)
+
+
 def _track(pub: BackgroundPublisher) -> None:
     """Remember ``pub`` for the exit flush and fork reset; the first one installs the hooks
     (importing streamer installs none: a program that never publishes is left alone)."""
-    global _hooked
+    global _hooked, _os_exit
     if not _hooked:
         _hooked = True
         atexit.register(_close_all)
         os.register_at_fork(after_in_child=_after_fork_in_child)
+        _os_exit, os._exit = os._exit, _exit_flushing
     _live.add(pub)

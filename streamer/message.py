@@ -22,7 +22,14 @@ log = logging.getLogger(__name__)
 _LOG_INTERVAL: Final = 60.0
 
 #: Kinds of malformed message, each a key of :attr:`~streamer.Consumer.counters`.
-MALFORMED: Final = ("too_large", "content_type", "not_utf8", "not_json", "not_a_report")
+MALFORMED: Final = (
+    "too_large",
+    "content_type",
+    "not_utf8",
+    "not_json",
+    "not_a_report",
+    "bad_seq",  # a report whose seq is not an integer in 0..MAX_SEQ
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,8 +82,8 @@ def classify(body: bytes, content_type: str | None, max_body: int) -> Report | s
         return "content_type"
     try:
         return decode(body)
-    except msgspec.ValidationError:
-        return "not_a_report"
+    except msgspec.ValidationError as exc:
+        return "bad_seq" if str(exc).endswith("`$.seq`") else "not_a_report"
     except UnicodeDecodeError:  # msgspec checks strings' UTF-8 and raises this one
         return "not_utf8"
     except (msgspec.DecodeError, ValueError):

@@ -35,8 +35,12 @@ Board side (:class:`BoardCollector`):
                                                           (:data:`~streamer.consumer.MALFORMED`)
 ``streamer_board_gaps``                        gauge      reports known missing (``seq`` gaps) over
                                                           the tasks on the board
+``streamer_received_seq_jumps_total``          counter    reports whose ``seq`` jumped more than
+                                                          ``max_seq_jump`` (sequence restarted)
+``streamer_received_clock_skew_total``         counter    reports whose latency would be outside
+                                                          [0, 1 h] (not observed)
 ``streamer_board_evicted_total``               counter    tasks evicted to bound memory
-``streamer_end_to_end_latency_seconds``        histogram  ``sent_at`` to received
+``streamer_end_to_end_latency_seconds``        histogram  ``sent_at`` to received, within [0, 1 h]
 ``streamer_task_progress_ratio{task_id}``      gauge      done/total of active tasks, at most
                                                           ``max_task_series`` of them (the most
                                                           recently updated)
@@ -95,6 +99,8 @@ METRIC_NAMES: Final = (
     "streamer_received_ignored",
     "streamer_received_malformed",
     "streamer_board_gaps",
+    "streamer_received_seq_jumps",
+    "streamer_received_clock_skew",
     "streamer_board_evicted",
     "streamer_end_to_end_latency_seconds",
     "streamer_task_progress_ratio",
@@ -250,6 +256,17 @@ class BoardCollector(Collector):
         )
         yield _gauge(
             "streamer_board_gaps", "Reports known missing over the tasks on the board.", board.gaps
+        )
+        yield _counter(
+            "streamer_received_seq_jumps",
+            "Reports whose seq jumped too far from their task's (foreign or restarted "
+            "sequences); each restarts the task's sequence.",
+            board.jumps,
+        )
+        yield _counter(
+            "streamer_received_clock_skew",
+            "Reports whose sent_at gave an end-to-end latency outside [0, 1 h] (not observed).",
+            board.clock_skew,
         )
         yield _counter(
             "streamer_board_evicted", "Tasks evicted to keep memory bounded.", board.evicted

@@ -11,13 +11,14 @@ Schema evolution follows msgspec's rules: new fields get defaults, a field is ne
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Final, Literal
+from typing import Annotated, Any, Final, Literal
 
 import msgspec
 
 from .errors import InvalidReport
 
 __all__ = [
+    "MAX_SEQ",
     "STATES",
     "TERMINAL_STATES",
     "Report",
@@ -34,6 +35,9 @@ State = Literal[
 ]
 STATES: Final = frozenset(State.__args__)  # type: ignore[attr-defined]
 TERMINAL_STATES: Final = frozenset({"skipped", "finished", "error", "canceled"})
+#: The largest ``seq`` a report may carry: 2**53 is where JSON readers that use doubles stop
+#: being exact, and far beyond what a task sends. Beyond it (or below 0) a body is malformed.
+MAX_SEQ: Final = 2**53
 
 
 class TaskError(msgspec.Struct, frozen=True, kw_only=True):
@@ -65,7 +69,7 @@ class Report(msgspec.Struct, frozen=True, kw_only=True):
     group_id: str | None = None
     start_time: datetime | None = None
     finish_time: datetime | None = None
-    seq: int = 0
+    seq: Annotated[int, msgspec.Meta(ge=0, le=MAX_SEQ)] = 0
     sent_at: float = 0.0
 
     @property

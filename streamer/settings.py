@@ -103,6 +103,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
             ``http://<metrics_host>:<metrics_port>/metrics`` (default: not served; 0 picks a
             free port). See :mod:`streamer.metrics`.
         metrics_host: address the metrics endpoint binds (default loopback only).
+        max_seq_jump: for the viewing tools: a report whose ``seq`` is further than this from
+            its task's last one is counted as a sequence jump and starts the task's sequence
+            afresh, instead of counting a million gaps or making the genuine reports that
+            follow look stale (a foreign publisher, a restarted one).
     """
 
     url: str | tuple[str, ...] = DEFAULT_URL
@@ -128,6 +132,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     key_file: str | None = None
     metrics_port: int | None = None
     metrics_host: str = "127.0.0.1"
+    max_seq_jump: int = 1_000_000
 
     def __post_init__(self) -> None:
         for url in self.urls:
@@ -148,6 +153,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
             "max_pending",
             "max_body",
             "max_tasks",
+            "max_seq_jump",
         ):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}")

@@ -224,12 +224,12 @@ class _Watcher:
         task_id: str | None,
         on_change: Callable[[TaskState, float], None] | None = None,
         *,
-        max_body: int = Settings().max_body,
+        settings: Settings,
     ) -> None:
         self.task_id = task_id
-        self.board = Board()
+        self.board = Board(max_seq_jump=settings.max_seq_jump)
         self.counters = Counters()
-        self.reader = ReportReader(max_body)
+        self.reader = ReportReader(settings.max_body)
         self.ended = asyncio.Event()
         self.on_change = on_change
         self._last_state: str | None = None
@@ -309,7 +309,7 @@ async def watch(
     watcher = _Watcher(
         task_id,
         _OnChange(console) if plain and task_id is not None else None,
-        max_body=settings.max_body,
+        settings=settings,
     )
 
     # The fast receiver, without acks (a view only displays); it reconnects by itself, so the

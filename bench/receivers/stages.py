@@ -153,7 +153,7 @@ def stages(url: str) -> dict[str, Callable[[], Callable[[Batch], Any]]]:
         return Dashboard(settings, port=0)._on_batch
 
     def watch() -> Callable[[Batch], Any]:
-        return _Watcher(None, max_body=settings.max_body).on_batch
+        return _Watcher(None, settings=settings).on_batch
 
     def listen() -> Callable[[Batch], Any]:  # streamer.cli.listen's show(), --json mode
         read = ReportReader(settings.max_body)

@@ -19,7 +19,6 @@ import time
 from typing import Any
 
 from celery import Celery
-from celery.signals import worker_process_shutdown
 
 from streamer.embed import BackgroundPublisher
 
@@ -34,15 +33,9 @@ app.conf.update(
 # ONE publisher per worker, created at import time, i.e. in the worker's main process before
 # the prefork pool forks its children. It opens nothing until its first publish(): each child
 # then starts its own loop thread and connection (streamer resets itself after a fork), so no
-# socket is ever shared between processes.
+# socket is ever shared between processes. A child that exits (billiard ends them with
+# os._exit) flushes what it holds first, with no signal handler needed here.
 pub = BackgroundPublisher()
-
-
-@worker_process_shutdown.connect
-def _flush_reports(**_: Any) -> None:
-    """Flush before a pool child exits: billiard ends children with os._exit(), so atexit
-    handlers (which would close the publisher) never run there."""
-    pub.close(timeout=5)
 
 
 class RepositoryUnavailable(Exception):

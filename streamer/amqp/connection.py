@@ -247,9 +247,7 @@ class Connection(asyncio.Protocol):
                 done, msg.done = msg.done, []
                 on_deliveries(msg.channel, done)
 
-    def _control(
-        self, kind: int, channel: int, size: int, buf: bytes, pos: int, stop: int
-    ) -> None:
+    def _control(self, kind: int, channel: int, size: int, buf: bytes, pos: int, stop: int) -> None:
         """A frame that is not part of a delivery: a confirm (read here), or for pamqp."""
         if kind == 1 and size == 13:  # basic.ack / basic.nack are 13-byte methods
             cls, meth, tag, bits = _ACK_BODY.unpack_from(buf, pos + 7)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import signal
 
 import click
 
@@ -48,7 +47,7 @@ def watch(
     On a terminal a table refreshes in place; otherwise (a pipe, a log) one line is printed
     per state change of the --task, or a summary line per refresh. With --task the exit code
     is the task's outcome: 0 finished, 10 error, 11 canceled, 12 skipped (13 when stopped
-    by SIGTERM first, 130 on Ctrl-C); without it, SIGTERM stops it with 0. Only reports
+    by SIGTERM or Ctrl-C first); without it, SIGTERM and Ctrl-C stop it with 0. Only reports
     published after it starts are seen.
 
     \b
@@ -66,7 +65,7 @@ async def _watch(settings: Settings, task_id: str | None, refresh: float, max_ro
     from ..watch import watch as watch_tasks  # rich costs the other commands' start-up time
 
     stop = asyncio.Event()
-    with on_signals(stop.set, signals=(signal.SIGTERM,)):
+    with on_signals(stop.set):  # SIGINT and SIGTERM: a clean stop, as for every command
         return await watch_tasks(
             settings, task_id=task_id, refresh=refresh, max_rows=max_rows, stop=stop
         )

@@ -121,7 +121,9 @@ class Dashboard:
         self.port = port
         self.auth = auth
         self.interval = interval
-        self.board = Board(max_tasks=max_tasks, max_finished=max_finished)
+        self.board = Board(
+            max_tasks=max_tasks, max_finished=max_finished, max_seq_jump=settings.max_seq_jump
+        )
         self.reader = ReportReader(settings.max_body)
         self.receiver = Receiver(
             self._on_batch,

@@ -1,6 +1,7 @@
-"""Integration fixtures: a consumer queue bound to the test's exchange, a proxy, and what
-the broker says of connections. (Markers, uvloop, ``exchange`` and the other shared fixtures
-are in tests/conftest.py; helpers for the ``streamer`` command in tests/helpers.py.)"""
+"""Integration fixtures: a consumer queue bound to the test's exchange, a proxy, a Celery
+queue, and what the broker says of connections. (Markers, uvloop, ``exchange`` and the other
+shared fixtures are in tests/conftest.py; helpers for the ``streamer`` command in
+tests/helpers.py.)"""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ import pytest
 
 from streamer.settings import DEFAULT_URL
 from tests.broker import node_for_url
+from tests.helpers import delete_from_broker
 from tests.proxy import Proxy
 
 
@@ -91,3 +93,17 @@ def broker_connections(connection_name: str) -> list[dict[str, Any]]:
         if props.get("connection_name") == connection_name:
             found.append({"channels": conn["channels"], **props})
     return found
+
+
+@pytest.fixture
+async def celery_queue(broker_url: str, unique: str) -> AsyncIterator[str]:
+    """A Celery queue name of our own, also used as the worker's control exchange.
+
+    Deleted afterwards, messages and all: the queue, its same-named direct exchange (Celery
+    declares one per ``-Q`` queue) and the ``<name>.pidbox`` fanout exchange of remote
+    control (Celery's default, ``celery.pidbox``, is shared by every worker on the broker).
+    """
+    name = f"streamer.test.celery.{unique}"
+    yield name
+    exchanges = (name, f"{name}.pidbox", f"reply.{name}.pidbox")
+    await delete_from_broker(broker_url, queues=(name,), exchanges=exchanges)

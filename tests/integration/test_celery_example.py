@@ -19,13 +19,12 @@ import subprocess
 import sys
 import time
 from collections import defaultdict
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.helpers import delete_from_broker
 from tests.integration.conftest import Collector
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "celery_progress"
@@ -33,20 +32,6 @@ ITEMS = 400
 METADATA = ITEMS // 10  # as in tasks.sync_repository
 REPOS = [f"repo-{n}" for n in range(1, 9)]
 TERMINAL = {"finished", "error", "canceled", "skipped"}
-
-
-@pytest.fixture
-async def celery_queue(broker_url: str, unique: str) -> AsyncIterator[str]:
-    """A Celery queue name of our own, also used as the worker's control exchange.
-
-    Deleted afterwards, messages and all: the queue, its same-named direct exchange (Celery
-    declares one per ``-Q`` queue) and the ``<name>.pidbox`` fanout exchange of remote
-    control (Celery's default, ``celery.pidbox``, is shared by every worker on the broker).
-    """
-    name = f"streamer.test.celery.{unique}"
-    yield name
-    exchanges = (name, f"{name}.pidbox", f"reply.{name}.pidbox")
-    await delete_from_broker(broker_url, queues=(name,), exchanges=exchanges)
 
 
 def example_env(broker_url: str, exchange: str, app_dir: Path) -> dict[str, str]:
@@ -79,10 +64,11 @@ def tail(log: Path, lines: int = 40) -> str:
 
 @contextlib.contextmanager
 def celery_worker(
-    app: str, queue: str, name: str, env: dict[str, str], log: Path
+    app: str, queue: str, name: str, env: dict[str, str], log: Path, cwd: Path = EXAMPLE
 ) -> Iterator[subprocess.Popen[bytes]]:
-    """``celery -A <app> worker`` (prefork, 4 children) on ``queue``, ready when yielded;
-    always stopped on exit: SIGTERM (warm shutdown), then SIGKILL to its process group."""
+    """``celery -A <app> worker`` (prefork, 4 children) on ``queue``, run in ``cwd``, ready
+    when yielded; always stopped on exit: SIGTERM (warm shutdown), then SIGKILL to its
+    process group."""
     cmd = [
         sys.executable, "-m", "celery", "-A", app, "worker",
         "--pool=prefork", "--concurrency=4",
@@ -91,7 +77,7 @@ def celery_worker(
     ]  # fmt: skip
     with log.open("wb") as out:
         proc = subprocess.Popen(
-            cmd, cwd=EXAMPLE, env=env, stdout=out, stderr=subprocess.STDOUT,
+            cmd, cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL, start_new_session=True,
         )  # fmt: skip
     try:

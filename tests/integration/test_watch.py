@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import io
+import signal
+import subprocess
 from collections.abc import Callable
 from typing import Any
 
@@ -13,7 +15,8 @@ from rich.console import Console
 
 from streamer import Publisher, Report
 from streamer.settings import Settings, load_settings
-from streamer.watch import watch
+from streamer.watch import EXIT_STOPPED, watch
+from tests.helpers import start_streamer
 
 
 def recording(*, terminal: bool = False) -> tuple[Console, io.StringIO]:
@@ -154,3 +157,43 @@ async def test_plain_summary_without_a_task(broker_url: str, exchange: str, uniq
     async with asyncio.timeout(5):
         assert await watching == 0
     assert all("reports/s" in line for line in out.getvalue().splitlines())
+
+
+@pytest.mark.parametrize(
+    ("sig", "task", "code"),
+    [
+        (signal.SIGTERM, None, 0),
+        (signal.SIGINT, None, 0),
+        (signal.SIGTERM, "t1", EXIT_STOPPED),  # the followed task had not ended
+        (signal.SIGINT, "t1", EXIT_STOPPED),
+    ],
+)
+async def test_sigterm_and_sigint_stop_the_command_cleanly(
+    broker_url: str, exchange: str, sig: int, task: str | None, code: int
+) -> None:
+    """Like every command: a signal stops the view (not a 143 or a traceback)."""
+    args = ["watch", "--url", broker_url, "-e", exchange, "--refresh", "0.1"]
+    proc = start_streamer(*args, *(["--task", task] if task else []))
+    try:
+        async with Publisher(broker_url, exchange) as pub:
+            # consuming once a report shows (plain output: a summary line, or a state change)
+            line = await asyncio.wait_for(_first_line_while(pub, proc, task or "t0"), 20)
+        assert line, proc.stderr.read() if proc.stderr else ""
+        proc.send_signal(sig)
+        _, stderr = await asyncio.to_thread(proc.communicate, timeout=20)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == code, stderr
+    assert "Traceback" not in stderr, stderr
+
+
+async def _first_line_while(pub: Publisher, proc: subprocess.Popen[str], task_id: str) -> str:
+    """Publish a running report of ``task_id`` until the command prints a line about it."""
+    assert proc.stdout is not None
+    reading = asyncio.ensure_future(asyncio.to_thread(proc.stdout.readline))
+    while not reading.done():
+        pub.publish(Report(task_id=task_id, state="running"))
+        await asyncio.sleep(0.1)
+    return reading.result()

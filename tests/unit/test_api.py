@@ -63,7 +63,8 @@ def test_version_has_one_source() -> None:
 
 def test_importing_installs_no_exit_or_fork_hook() -> None:
     """A program that imports streamer but never publishes is left alone; the first
-    publisher installs the hooks that flush at exit and reset after a fork."""
+    publisher installs the hooks that flush at exit (``atexit`` and ``os._exit``) and reset
+    after a fork."""
     _run(
         """
         import atexit, os
@@ -76,14 +77,19 @@ def test_importing_installs_no_exit_or_fork_hook() -> None:
         os.register_at_fork = lambda **k: (
             [record("fork", f) for f in k.values()], at_fork(**k))[1]
 
+        real_exit = os._exit
         import streamer, streamer.testing, streamer.embed, streamer.pool
         assert hooks == [], hooks
+        assert os._exit is real_exit
         streamer.BackgroundPublisher("amqp://guest:guest@127.0.0.1:1/")
         assert hooks == [
             "atexit streamer.embed._close_all", "fork streamer.embed._after_fork_in_child"
         ], hooks
+        assert os._exit is streamer.embed._exit_flushing  # pool children end through it
+        assert streamer.embed._os_exit is real_exit
         streamer.BackgroundPublisher("amqp://guest:guest@127.0.0.1:1/")
         assert len(hooks) == 2, hooks  # once per process
+        assert streamer.embed._os_exit is real_exit  # wrapped once
         streamer.pool.ConnectionPool(streamer.Settings(), streamer.pool.PoolOwner())
         assert hooks[2:] == ["fork streamer.pool._after_fork_in_child"], hooks
         """

@@ -119,3 +119,49 @@ def test_kept_counts_equal_a_recount(
         for t in tasks:
             recount[t.state] = recount.get(t.state, 0) + 1
         assert board.by_state() == recount
+
+
+def test_a_far_seq_jump_restarts_the_sequence_instead_of_freezing_the_task() -> None:
+    """A foreign report with a huge seq must not make the task's genuine reports stale,
+    nor count a billion gaps."""
+    board = Board(max_seq_jump=1_000)
+    for seq in (1, 2, 3):
+        board.apply(r("t", seq))
+    assert board.apply(r("t", 10**9))  # far ahead: shown, counted, not a gap
+    assert (board.jumps, board.gaps) == (1, 0)
+    for seq in (4, 5):  # the genuine sequence goes on: not stale
+        assert board.apply(r("t", seq)) is not None
+    assert board.jumps == 2  # back from 10**9 to 4: the second jump
+    assert board.apply(r("t", 7, "finished"))
+    task = board.get("t")
+    assert task is not None and task.state == "finished"
+    assert (board.gaps, board.stale) == (1, 0)  # seq 6 missing, nothing ignored
+
+
+def test_a_small_jump_is_a_gap_and_a_first_report_far_in_counts_no_gaps() -> None:
+    board = Board(max_seq_jump=1_000)
+    board.apply(r("t", 1))
+    board.apply(r("t", 1_001))  # 999 missing: within the bound, real gaps
+    assert (board.gaps, board.jumps) == (999, 0)
+    board.apply(r("u", 5_000))  # first seen far in: joined late is not 4,999 missing
+    assert (board.gaps, board.jumps) == (999, 1)
+
+
+def test_latency_outside_zero_to_an_hour_is_clock_skew_not_observed() -> None:
+    board = Board()
+    now = 10_000.0
+    board.apply(Report(task_id="a", state="running", seq=1, sent_at=now - 0.5), now=now)
+    board.apply(Report(task_id="a", state="running", seq=2, sent_at=1.0), now=now)
+    board.apply(Report(task_id="a", state="running", seq=3, sent_at=now + 60), now=now)
+    board.apply(Report(task_id="a", state="running", seq=4, sent_at=1e300), now=now)
+    assert board.latency.count == 1 and board.latency.total == 0.5
+    assert board.clock_skew == 3
+
+
+def test_an_unsequenced_report_applies_and_leaves_the_sequence_alone() -> None:
+    board = Board()
+    board.apply(r("t", 1))
+    board.apply(r("t", 2))
+    assert board.apply(r("t", 0, "suspended"))  # seq 0: another publisher's; always shown
+    assert board.apply(r("t", 3))  # the sequence goes on from 2: no gap, not stale
+    assert (board.gaps, board.stale, board.jumps) == (0, 0, 0)

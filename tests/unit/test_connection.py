@@ -28,9 +28,7 @@ def broker_bytes(deliveries: list[Delivery], beats: list[bool]) -> bytes:
     """What a broker writes for these deliveries, with a heartbeat after some of them."""
     out = bytearray()
     for (tag, key, content_type, body), beat in zip(deliveries, beats, strict=True):
-        out += frame.marshal(
-            commands.Basic.Deliver("ctag-1", tag, False, "streamer", key), CHANNEL
-        )
+        out += frame.marshal(commands.Basic.Deliver("ctag-1", tag, False, "streamer", key), CHANNEL)
         props = commands.Basic.Properties(content_type=content_type or None, delivery_mode=1)
         out += frame.marshal(ContentHeader(0, len(body), props), CHANNEL)
         for at in range(0, len(body), BODY_FRAME):

@@ -108,3 +108,16 @@ def test_bad_task_ids(task_id: object, message: str) -> None:
 def test_good_task_id() -> None:
     assert routing_key("0f3c-uuid_like:42") == "tasks.0f3c-uuid_like:42"
     assert routing_key("x" * 249) == "tasks." + "x" * 249  # exactly 255 bytes
+
+
+def test_seq_outside_zero_to_max_seq_is_malformed_by_its_own_kind() -> None:
+    from streamer.message import MALFORMED, classify
+    from streamer.report import MAX_SEQ
+
+    assert "bad_seq" in MALFORMED
+    body = '{{"task_id": "t", "state": "running", "seq": {}}}'
+    for seq in ("-1", str(2**63 - 1), "1e26", str(MAX_SEQ + 1), '"7"', "1.5"):
+        assert classify(body.format(seq).encode(), "application/json", 1_000) == "bad_seq", seq
+    for seq in ("0", "1", str(MAX_SEQ)):
+        assert isinstance(classify(body.format(seq).encode(), None, 1_000), Report), seq
+    assert classify(b'{"task_id": "t", "state": "nope"}', None, 1_000) == "not_a_report"

@@ -10,6 +10,7 @@ from rich.console import Console
 
 from streamer import Report, TaskError, encode
 from streamer.board import Board
+from streamer.settings import Settings
 from streamer.view import Counters
 from streamer.watch import EXIT_CODES, _Watcher, render
 
@@ -133,7 +134,7 @@ def test_long_ids_and_unknown_progress() -> None:
 
 
 def test_malformed_bodies_are_counted_and_skipped() -> None:
-    watcher = _Watcher(None)
+    watcher = _Watcher(None, settings=Settings())
     good = encode(Report(task_id="t", state="running", seq=1))
     for body in (
         b"not json",
@@ -151,7 +152,7 @@ def test_malformed_bodies_are_counted_and_skipped() -> None:
 
 def test_followed_task_ends_and_state_changes_are_reported_once() -> None:
     changes: list[str] = []
-    watcher = _Watcher("t", lambda task, now: changes.append(task.state))
+    watcher = _Watcher("t", lambda task, now: changes.append(task.state), settings=Settings())
     for seq, state in enumerate(["running", "running", "finished"], 1):
         body = encode(Report(task_id="t", state=state, seq=seq))  # type: ignore[arg-type]
         watcher.fold([(seq, "tasks.t", "application/json", body)], float(seq))
