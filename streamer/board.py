@@ -3,9 +3,11 @@
 Consumers (``watch``, the dashboard, the load harness) see reports in per-task order but with
 holes (superseded or dropped reports) and the odd repeat (a publisher re-sends the latest
 report after reconnecting). The board keeps, per task, the newest report by ``seq``, counts
-gaps, ignores stale and repeated reports, and derives progress, rate and ETA from the
-``items_done``/``items_total`` counters in ``progress_report``. Memory is bounded: finished
-tasks are evicted oldest first beyond ``max_finished``, and the total is capped too.
+gaps, ignores stale and repeated reports, and derives progress, rate and ETA from the steps
+of ``progress_report`` (:mod:`streamer.progress`: a bar that never goes back), read only when
+a view asks. A task silent for much longer than it usually is between reports is stalled
+(a worker that died mid-task). Memory is bounded: finished tasks are evicted oldest first
+beyond ``max_finished``, and the total is capped too.
 
 Input from the exchange is trusted only so far: a ``seq`` far from its task's last one is a
 counted jump that restarts the task's sequence (never a billion gaps, never a frozen task),
@@ -17,61 +19,21 @@ from __future__ import annotations
 
 import time
 from collections import OrderedDict
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from datetime import UTC, datetime
-from typing import Any, Final
+from typing import Final
 
+from .progress import Progress, Step
 from .report import TERMINAL_STATES, Report
 from .stats import LatencyHistogram
 
-__all__ = ["Board", "TaskState", "progress_counts"]
+__all__ = ["Board", "TaskState"]
 
-# Pairs of (done, total) keys recognised in progress_report entries, first match wins:
-# ("items_done", "items_total"), then ("done", "total") (spelt out in _count for speed).
-_MAX_DEPTH: Final = 8  # progress_report levels searched for counters
 _MAX_LATENCY: Final = 3600.0  # end-to-end latencies beyond an hour are clock skew
-_RATE_SMOOTHING: Final = 0.3  # weight of the newest rate sample
-
-
-def progress_counts(progress: Mapping[str, Any]) -> tuple[int, int] | None:
-    """Sum the done/total counters found anywhere in a ``progress_report`` (Pulp nests them).
-
-    A node with a ``(done, total)`` pair counts as a whole (``items_done``/``items_total`` first);
-    otherwise the objects in it are searched, down to ``_MAX_DEPTH`` levels (a foreign
-    publisher's deeply nested object costs no more than that).
-
-    Returns:
-        ``(done, total)``, or None when the report carries no counters.
-    """
-    return _count(progress, _MAX_DEPTH)
-
-
-def _count(node: Mapping[str, Any], depth: int) -> tuple[int, int] | None:
-    # Runs for every report a view receives: exact type checks (JSON objects decode to
-    # dict, integers to int; a bool is not a count) and the two known pairs spelt out.
-    get = node.get
-    d = get("items_done")
-    if type(d) is int:
-        t = get("items_total")
-        if type(t) is int and d >= 0 and t >= 0:
-            return (d if d < t else t, t)
-    d = get("done")
-    if type(d) is int:
-        t = get("total")
-        if type(t) is int and d >= 0 and t >= 0:
-            return (d if d < t else t, t)
-    if not depth:
-        return None
-    done = total = 0
-    found = False
-    for value in node.values():
-        if type(value) is dict:
-            counts = _count(value, depth - 1)
-            if counts is not None:
-                done += counts[0]
-                total += counts[1]
-                found = True
-    return (done, total) if found else None
+#: A task is stalled after max(stall_after, _STALL_INTERVALS x its typical interval between
+#: reports) without one.
+_STALL_INTERVALS: Final = 10
+_STEP: Final = 1.1  # how fast the typical interval follows (a streaming median, in log)
 
 
 def _timestamp(value: datetime | None) -> float | None:
@@ -83,9 +45,25 @@ def _timestamp(value: datetime | None) -> float | None:
 
 
 class TaskState:
-    """What the board knows of one task."""
+    """What the board knows of one task.
 
-    __slots__ = ("done", "first_seen", "gaps", "last_seen", "rate", "report", "seq", "total")
+    Progress is read from the latest report only when a view asks (:attr:`progress`,
+    :attr:`done`, :attr:`rate`, ...), not for every report folded in: a view draws a few
+    times a second while reports may arrive by the thousand (see :mod:`streamer.progress`).
+    """
+
+    __slots__ = (
+        "_progress",
+        "_progress_at",
+        "_read",
+        "_with_progress",
+        "first_seen",
+        "gaps",
+        "interval",
+        "last_seen",
+        "report",
+        "seq",
+    )
 
     def __init__(self, report: Report, now: float) -> None:
         self.report = report
@@ -93,10 +71,38 @@ class TaskState:
         self.first_seen = now
         self.last_seen = now
         self.gaps = 0  # reports never seen (missing seq numbers)
-        self.rate: float | None = None  # items per second, smoothed
-        counts = progress_counts(report.progress_report)
-        self.done: int | None = counts[0] if counts else None
-        self.total: int | None = counts[1] if counts else None
+        #: Typical seconds between two of its reports (a streaming estimate of the median).
+        self.interval: float | None = None
+        self._progress = Progress()
+        self._progress.update(report.progress_report, now)  # the first sample of its rate
+        # The latest report that said something of progress (a bare `finished` says nothing)
+        # and when it came; read when a view asks.
+        self._with_progress = self._read = report
+        self._progress_at = now
+
+    def _saw(self, report: Report, now: float) -> None:
+        """A newer report arrived (the board checked its seq)."""
+        gap = now - self.last_seen
+        interval = self.interval
+        if interval is None:
+            self.interval = gap
+        elif gap > interval:
+            self.interval = interval * _STEP
+        else:
+            self.interval = max(interval / _STEP, 1e-3)
+        self.report = report
+        self.last_seen = now
+        if report.progress_report:
+            self._with_progress = report
+            self._progress_at = now
+
+    def progress_of(self) -> Progress:
+        """Its progress as of its latest report with one (read now if not read yet)."""
+        report = self._with_progress
+        if self._read is not report:
+            self._read = report
+            self._progress.update(report.progress_report, self._progress_at)
+        return self._progress
 
     @property
     def task_id(self) -> str:
@@ -111,13 +117,36 @@ class TaskState:
         return self.report.state in TERMINAL_STATES
 
     @property
+    def steps(self) -> list[Step]:
+        return self.progress_of().steps
+
+    @property
+    def done(self) -> int | None:
+        """Items done over the steps that count them; None when none does."""
+        return self.progress_of().done
+
+    @property
+    def total(self) -> int | None:
+        return self.progress_of().total
+
+    @property
     def progress(self) -> float | None:
-        """Done / total in 0..1 (1 for a finished task), or None when unknown."""
+        """Overall progress in 0..1, never lower than before unless the work grew (1 for a
+        finished task); None when its reports carry no steps."""
         if self.report.state == "finished":
             return 1.0
-        if self.done is None or not self.total:
-            return None
-        return self.done / self.total
+        progress = self.progress_of()
+        return progress.fraction if progress.steps else None
+
+    @property
+    def rate(self) -> float | None:
+        """Items per second: smoothed while it runs, its average once it ended."""
+        progress = self.progress_of()
+        end = self.ended
+        if end is not None:
+            took = end - self.started
+            return progress.done / took if progress.done and took > 0 else None
+        return progress.rate
 
     @property
     def started(self) -> float:
@@ -135,10 +164,17 @@ class TaskState:
 
     @property
     def eta(self) -> float | None:
-        """Seconds until done at the current rate, or None when unknown."""
-        if self.finished or self.done is None or self.total is None or not self.rate:
+        """Seconds until done, or None when unknown (never 0 while work remains)."""
+        if self.finished:
             return None
-        return max(self.total - self.done, 0) / self.rate
+        return self.progress_of().eta()
+
+    def stalled(self, now: float, after: float) -> bool:
+        """Not ended, and silent for longer than ``max(after, 10 x its typical interval)``."""
+        if self.finished:
+            return False
+        bound = after if self.interval is None else max(after, _STALL_INTERVALS * self.interval)
+        return now - self.last_seen > bound
 
 
 class Board:
@@ -149,14 +185,22 @@ class Board:
         max_tasks: tasks kept in all; beyond it the least recently updated go.
         max_seq_jump: a ``seq`` further than this from its task's last one is a jump (see
             above), not a gap.
+        stall_after: seconds of silence after which an active task is stalled, at least
+            (a task that reports slowly gets 10 times its usual interval).
     """
 
     def __init__(
-        self, *, max_finished: int = 1_000, max_tasks: int = 10_000, max_seq_jump: int = 1_000_000
+        self,
+        *,
+        max_finished: int = 1_000,
+        max_tasks: int = 10_000,
+        max_seq_jump: int = 1_000_000,
+        stall_after: float = 30.0,
     ) -> None:
         self.max_finished = max_finished
         self.max_tasks = max_tasks
         self.max_seq_jump = max_seq_jump
+        self.stall_after = stall_after
         self._tasks: OrderedDict[str, TaskState] = OrderedDict()  # least recently updated first
         self._finished: OrderedDict[str, None] = OrderedDict()  # oldest finish first
         self.reports = 0  # applied
@@ -197,6 +241,19 @@ class Board:
     def by_state(self) -> dict[str, int]:
         """Tasks on the board per state (states with none left out)."""
         return {state: n for state, n in self._by_state.items() if n}
+
+    def stalled(self, task: TaskState, now: float | None = None) -> bool:
+        """Whether ``task`` is stalled: active, silent beyond the bound (see ``stall_after``)."""
+        return task.stalled(time.time() if now is None else now, self.stall_after)
+
+    def stalled_tasks(self, now: float | None = None) -> list[TaskState]:
+        """Active tasks stalled now (a pass over the board: for a scrape, a header, a tick)."""
+        now = time.time() if now is None else now
+        after = self.stall_after
+        return [task for task in self._tasks.values() if task.stalled(now, after)]
+
+    def count_stalled(self, now: float | None = None) -> int:
+        return len(self.stalled_tasks(now))
 
     def apply(self, report: Report, now: float | None = None) -> TaskState | None:
         """Fold one report in; returns the task's state, or None when the report was stale
@@ -245,21 +302,7 @@ class Board:
             if missed > 0:
                 task.gaps += missed
                 self._gaps += missed
-            counts = _count(report.progress_report, _MAX_DEPTH)
-            if counts is not None:
-                done, total = counts
-                last_done = task.done
-                if last_done is not None and now > task.last_seen and done >= last_done:
-                    sample = (done - last_done) / (now - task.last_seen)
-                    rate = task.rate
-                    task.rate = (
-                        sample
-                        if rate is None
-                        else _RATE_SMOOTHING * sample + (1 - _RATE_SMOOTHING) * rate
-                    )
-                task.done, task.total = done, total
-            task.report = report
-            task.last_seen = now
+            task._saw(report, now)
             if seq:
                 task.seq = seq
             if report.state != old_state:

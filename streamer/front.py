@@ -62,6 +62,8 @@ class Front:
 
         Keyword arguments (``task_type``, ``tags``, ``queue``, ``group_id``, ``worker_name``)
         go into every report; ``worker_name`` defaults to ``<app_id>@<host>:<pid>``.
+        ``steps=["metadata", "content"]`` declares the steps ahead: every report lists them
+        all (not started until they are), so a view's overall bar is right from the start.
         """
         fields.setdefault("worker_name", fingerprint(self.settings.app_id))
         return TaskReporter(self.publish, task_id, **fields)

@@ -35,6 +35,9 @@ Board side (:class:`BoardCollector`):
                                                           (:data:`~streamer.consumer.MALFORMED`)
 ``streamer_board_gaps``                        gauge      reports known missing (``seq`` gaps) over
                                                           the tasks on the board
+``streamer_board_stalled_tasks``               gauge      active tasks silent beyond the stall
+                                                          bound: max(``stall_after``, 10 x their
+                                                          usual interval between reports)
 ``streamer_received_seq_jumps_total``          counter    reports whose ``seq`` jumped more than
                                                           ``max_seq_jump`` (sequence restarted)
 ``streamer_received_clock_skew_total``         counter    reports whose latency would be outside
@@ -99,6 +102,7 @@ METRIC_NAMES: Final = (
     "streamer_received_ignored",
     "streamer_received_malformed",
     "streamer_board_gaps",
+    "streamer_board_stalled_tasks",
     "streamer_received_seq_jumps",
     "streamer_received_clock_skew",
     "streamer_board_evicted",
@@ -256,6 +260,11 @@ class BoardCollector(Collector):
         )
         yield _gauge(
             "streamer_board_gaps", "Reports known missing over the tasks on the board.", board.gaps
+        )
+        yield _gauge(
+            "streamer_board_stalled_tasks",
+            "Active tasks with no report for longer than the stall bound (a worker that died?).",
+            board.count_stalled(),
         )
         yield _counter(
             "streamer_received_seq_jumps",

@@ -107,6 +107,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
             its task's last one is counted as a sequence jump and starts the task's sequence
             afresh, instead of counting a million gaps or making the genuine reports that
             follow look stale (a foreign publisher, a restarted one).
+        stall_after: for the viewing tools: seconds without a report after which an active
+            task shows as stalled (a worker that died mid-task), at least; a task that
+            reports slowly gets 10 times its usual interval between reports.
     """
 
     url: str | tuple[str, ...] = DEFAULT_URL
@@ -133,6 +136,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     metrics_port: int | None = None
     metrics_host: str = "127.0.0.1"
     max_seq_jump: int = 1_000_000
+    stall_after: float = 30.0
 
     def __post_init__(self) -> None:
         for url in self.urls:
@@ -157,7 +161,13 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
         ):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}")
-        for name in ("connect_timeout", "reconnect_min", "reconnect_max", "close_timeout"):
+        for name in (
+            "connect_timeout",
+            "reconnect_min",
+            "reconnect_max",
+            "close_timeout",
+            "stall_after",
+        ):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be positive, got {getattr(self, name)}")
         if self.heartbeat < 0:

@@ -24,7 +24,10 @@ from typing import Any
 
 from .report import TERMINAL_STATES, Report, State, TaskError
 
-__all__ = ["TaskReporter", "fingerprint"]
+__all__ = ["NOT_STARTED", "TaskReporter", "fingerprint"]
+
+#: The state of a declared step that has not started (Pulp's spelling).
+NOT_STARTED = "NOT_STARTED"
 
 
 def _now() -> datetime:
@@ -44,6 +47,10 @@ class TaskReporter:
         task_id: the task; must be usable in a routing key.
         task_type, tags, queue, group_id: copied into every report.
         worker_name: who runs the task (default: the publisher's fingerprint).
+        steps: the steps it will go through, declared ahead: every report lists them all,
+            ``{"state": "NOT_STARTED"}`` until :meth:`progress` names them. Viewers weigh
+            each step the same, so with steps declared the overall bar never goes back when
+            the next step starts.
     """
 
     def __init__(
@@ -56,11 +63,12 @@ class TaskReporter:
         queue: str | None = None,
         group_id: str | None = None,
         worker_name: str | None = None,
+        steps: Iterable[str] = (),
     ) -> None:
         self._publish = publish
         self.task_id = task_id
         self.state: State = "waiting"
-        self.progress_report: dict[str, Any] = {}
+        self.progress_report: dict[str, Any] = {step: {"state": NOT_STARTED} for step in steps}
         self.spawned_tasks: list[str] = []
         self.start_time: datetime | None = None
         self.finish_time: datetime | None = None
@@ -120,7 +128,8 @@ class TaskReporter:
         """Report progress of ``step``: ``done`` of ``total`` items, plus any ``details``.
 
         The ``progress_report`` keeps one entry per step (Pulp's shape), so a report always
-        carries every step seen so far; consumers read ``items_done``/``items_total``.
+        carries every step declared or seen so far; consumers read ``items_done``/
+        ``items_total``.
         """
         if self.start_time is None:
             self.start_time = _now()

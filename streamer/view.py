@@ -7,6 +7,7 @@ Views redraw on a clock, never per report, so everything here is computed once p
 from __future__ import annotations
 
 import heapq
+import os
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Final
@@ -14,9 +15,11 @@ from typing import Final
 from .board import Board, TaskState
 from .report import Report
 
-__all__ = ["Counters", "RateWindow", "error_text", "select_rows"]
+__all__ = ["MAX_ALERTS", "Counters", "RateWindow", "distinct_names", "error_text", "select_rows"]
 
 _RATE_WINDOW: Final = 1.0  # seconds over which a rate is measured
+_SEPARATORS: Final = "-_.@:/ "
+_MIN_SHARED: Final = 4  # a shared start shorter than this is not worth an ellipsis
 
 
 class RateWindow:
@@ -59,24 +62,58 @@ class Counters:
         self.rate = self._window.sample(now, self.received)
 
 
-def select_rows(board: Board, max_rows: int) -> tuple[list[TaskState], int, int]:
-    """Active tasks (most recently updated first), then finished ones, at most ``max_rows``.
+#: Failed and stalled tasks shown at most, ahead of the row limit.
+MAX_ALERTS: Final = 100
+
+
+def select_rows(
+    board: Board, max_rows: int, now: float
+) -> tuple[list[TaskState], set[str], int, int]:
+    """The rows a view shows: failed and stalled tasks first (they stay on screen beyond
+    ``max_rows``, up to :data:`MAX_ALERTS`, most recent first), then other active tasks (most
+    recently updated first), then finished ones, ``max_rows`` of those at most.
 
     Returns:
-        the rows, and how many active and finished tasks were left out.
+        the rows, the ids of the stalled ones among them, and how many active and finished
+        tasks were left out.
     """
+    alerts: list[TaskState] = []
     active: list[TaskState] = []
     finished: list[TaskState] = []
+    stalled: set[str] = set()
+    after = board.stall_after
     for task in board:
-        (finished if task.finished else active).append(task)
+        if task.state == "error":
+            alerts.append(task)
+        elif task.stalled(now, after):
+            alerts.append(task)
+            stalled.add(task.task_id)
+        else:
+            (finished if task.finished else active).append(task)
+    shown_alerts = heapq.nlargest(MAX_ALERTS, alerts, key=lambda t: t.last_seen)
     shown_active = heapq.nlargest(max_rows, active, key=lambda t: t.last_seen)
     room = max(max_rows - len(shown_active), 0)
     shown_finished = heapq.nlargest(room, finished, key=lambda t: t.last_seen)
+    left_alerts = len(alerts) - len(shown_alerts)
     return (
-        shown_active + shown_finished,
-        len(active) - len(shown_active),
+        shown_alerts + shown_active + shown_finished,
+        stalled,
+        len(active) - len(shown_active) + left_alerts,
         len(finished) - len(shown_finished),
     )
+
+
+def distinct_names(names: list[str]) -> dict[str, str]:
+    """Each name without the start all of them share (up to a separator), so that a column of
+    ``reserved_resource_worker-1@host``, ``...-2@host`` shows what tells them apart."""
+    if len(set(names)) < 2:
+        return {name: name for name in names}
+    common = len(os.path.commonprefix(names))  # noqa: RUF071 - characters, not paths
+    while common and names[0][common - 1] not in _SEPARATORS:
+        common -= 1  # cut after a separator, not inside a word
+    if common < _MIN_SHARED:
+        return {name: name for name in names}
+    return {name: "…" + name[common:] for name in names}
 
 
 def error_text(report: Report, limit: int | None = None) -> str | None:

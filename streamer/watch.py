@@ -34,7 +34,7 @@ from .board import Board, TaskState
 from .receiver import VIEW_GATHER, Receiver, ReportReader
 from .routing import routing_key
 from .settings import Settings
-from .view import Counters, error_text, select_rows
+from .view import Counters, distinct_names, error_text, select_rows
 
 __all__ = ["EXIT_CODES", "EXIT_STOPPED", "render", "watch"]
 
@@ -50,6 +50,7 @@ STATE_STYLES: Final = {
     "finished": "bold green",
     "error": "bold red",
     "canceled": "magenta",
+    "stalled": "bold yellow",
 }
 _BAR_WIDTH: Final = 12
 _ID_WIDTH: Final = 12
@@ -165,20 +166,25 @@ def render(board: Board, *, counters: Counters, now: float, max_rows: int) -> Re
     # cells are single lines cut with an ellipsis.
     table.add_column("worker", overflow="ellipsis", min_width=6, max_width=18)
     table.add_column("tags", overflow="ellipsis", min_width=8)
-    rows, more_active, more_finished = select_rows(board, max_rows)
+    table.add_column("error", overflow="ellipsis", min_width=8)
+    rows, stalled, more_active, more_finished = select_rows(board, max_rows, now)
+    workers = distinct_names([t.report.worker_name for t in rows if t.report.worker_name])
     for task in rows:
         report = task.report
+        state = "stalled" if task.task_id in stalled else task.state
+        silent = f"silent {_duration(now - task.last_seen)}" if state == "stalled" else None
         table.add_row(
             Text(_shorten(task.task_id, _ID_WIDTH)),
             Text(_short_type(report.task_type)),
-            Text(task.state, style=STATE_STYLES.get(task.state, "")),
+            Text(state, style=STATE_STYLES.get(state, "")),
             _bar(task),
             Text(_items(task)),
             Text(_rate(task.rate)),
             Text(_duration(task.eta)),
             Text(_duration(_elapsed(task, now))),
-            Text(report.worker_name or _NO_VALUE, no_wrap=True, overflow="ellipsis"),
+            Text(workers.get(report.worker_name or "", _NO_VALUE), no_wrap=True),
             Text(", ".join(report.tags), no_wrap=True, overflow="ellipsis"),
+            Text(error_text(report) or silent or "", style="red", no_wrap=True),
         )
     parts: list[RenderableType] = [_header(board, counters), table]
     if more_active or more_finished:
@@ -227,7 +233,7 @@ class _Watcher:
         settings: Settings,
     ) -> None:
         self.task_id = task_id
-        self.board = Board(max_seq_jump=settings.max_seq_jump)
+        self.board = Board(max_seq_jump=settings.max_seq_jump, stall_after=settings.stall_after)
         self.counters = Counters()
         self.reader = ReportReader(settings.max_body)
         self.ended = asyncio.Event()

@@ -58,7 +58,7 @@ if TYPE_CHECKING:
     type=click.IntRange(min=1),
     default=20,
     show_default=True,
-    help="Recent reports kept per task, shown on its page.",
+    help="History entries kept per task, shown on its page (one per run of reports in one state).",
 )
 def dashboard(
     url: str | None,

@@ -42,6 +42,7 @@ class TaskApi:
         except ValueError:
             raise web.HTTPBadRequest(text="limit must be an integer\n") from None
         rows = []
+        now = time.time()
         for task in self.board.recent():
             if states and not _state_matches(task.state, states):
                 continue
@@ -49,10 +50,10 @@ class TaskApi:
                 continue
             if text and not _text_matches(task, text):
                 continue
-            rows.append(Row.of(task))
+            rows.append(Row.of(task, stalled=self.board.stalled(task, now)))
             if limit is not None and len(rows) >= limit:
                 break
-        body = {"now": time.time(), "summary": self.summary(), "tasks": rows}
+        body = {"now": now, "summary": self.summary(), "tasks": rows}
         return web.Response(body=encode(body), content_type="application/json")
 
     async def task(self, request: web.Request) -> web.Response:
@@ -61,17 +62,19 @@ class TaskApi:
         if task is None:
             missing = {"error": "no such task on the board (never seen, or evicted)"}
             return web.Response(status=404, body=encode(missing), content_type="application/json")
+        now = time.time()
         body: dict[str, Any] = {
-            "now": time.time(),
-            "task": Row.of(task),
+            "now": now,
+            "task": Row.of(task, stalled=self.board.stalled(task, now)),
             "report": task.report,
             "history": [
                 {
+                    "first": e.first,
                     "at": e.at,
+                    "first_seq": e.first_seq,
                     "seq": e.seq,
                     "state": e.state,
-                    "done": e.done,
-                    "total": e.total,
+                    "reports": e.reports,
                     "latency": max(e.at - e.sent_at, 0.0) if e.sent_at else None,
                 }
                 for e in self.history.get(task_id, ())

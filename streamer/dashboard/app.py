@@ -90,7 +90,8 @@ class Dashboard:
         auth: required credentials; None serves anyone who can connect (loopback only,
             enforced by the command line).
         max_tasks, max_finished: the board's bounds.
-        history: recent reports kept per task, for ``/tasks/<id>``.
+        history: entries kept per task, for ``/tasks/<id>``: one per run of reports in the
+            same state (a state change starts the next).
         history_tasks: tasks whose history is kept (the most recently updated).
         interval: seconds between two batches of the event stream.
         prefetch: the broker's flow-control window for the receiver's queue.
@@ -122,7 +123,10 @@ class Dashboard:
         self.auth = auth
         self.interval = interval
         self.board = Board(
-            max_tasks=max_tasks, max_finished=max_finished, max_seq_jump=settings.max_seq_jump
+            max_tasks=max_tasks,
+            max_finished=max_finished,
+            max_seq_jump=settings.max_seq_jump,
+            stall_after=settings.stall_after,
         )
         self.reader = ReportReader(settings.max_body)
         self.receiver = Receiver(
@@ -238,9 +242,11 @@ class Dashboard:
                     histories.popitem(last=False)
             else:
                 histories.move_to_end(task_id)
-            history.append(
-                Entry(now, report.seq, report.state, task.done, task.total, report.sent_at)
-            )
+            seq, state = report.seq, report.state
+            if history and history[-1].state == state:  # the same run: one entry
+                history[-1] = history[-1].then(now, seq, report.sent_at)
+            else:
+                history.append(Entry(now, now, seq, seq, state, 1, report.sent_at))
 
     def _received(self) -> tuple[int, int]:
         """Messages received (malformed ones included) and how many of them were malformed."""
@@ -263,6 +269,7 @@ class Dashboard:
             ignored=board.stale + board.duplicates,
             evicted=board.evicted,
             consuming=self.consuming.is_set(),
+            stalled=board.count_stalled(),
         )
 
     # -- the web app ----------------------------------------------------------------------

@@ -13,18 +13,29 @@ import msgspec
 from ..board import TaskState
 from ..view import error_text
 
-__all__ = ["Batch", "Entry", "Row", "Summary", "encode"]
+__all__ = ["Batch", "Entry", "Row", "StepRow", "Summary", "encode"]
 
 _ERROR_TEXT: Final = 200  # characters of an error description shown in a row
 
 encode: Final = msgspec.json.Encoder().encode
 
 
+class StepRow(msgspec.Struct, frozen=True, array_like=True):
+    """One step of a task (``[name, state, done, total]`` on the wire)."""
+
+    name: str
+    state: str | None
+    done: int | None
+    total: int | None
+
+
 class Row(msgspec.Struct, frozen=True, kw_only=True):
     """One task as the page and ``/api/tasks`` see it (times are Unix seconds).
 
-    ``progress`` is done/total in 0..1 (1 for a finished task), ``rate`` items per second,
-    ``eta`` seconds; each is None when unknown. ``end`` is None while the task is active.
+    ``progress`` is the overall progress in 0..1 (1 for a finished task; never lower than
+    before unless ``grew``), ``rate`` items per second (a finished task's average), ``eta``
+    seconds; each is None when unknown. ``end`` is None while the task is active. ``stalled``:
+    active but silent beyond the board's bound. ``steps``: ``[name, state, done, total]``.
     """
 
     id: str
@@ -43,10 +54,14 @@ class Row(msgspec.Struct, frozen=True, kw_only=True):
     seq: int
     gaps: int
     error: str | None
+    stalled: bool = False
+    grew: bool = False  # the work grew at the last report: the bar went back
+    steps: list[StepRow] = []
 
     @classmethod
-    def of(cls, task: TaskState) -> Row:
+    def of(cls, task: TaskState, *, stalled: bool = False) -> Row:
         report = task.report
+        progress = task.progress_of()
         return cls(
             id=task.task_id,
             type=report.task_type,
@@ -64,6 +79,12 @@ class Row(msgspec.Struct, frozen=True, kw_only=True):
             seq=report.seq,
             gaps=task.gaps,
             error=error_text(report, _ERROR_TEXT),
+            stalled=stalled,
+            grew=progress.grew,
+            steps=[
+                StepRow(name=s.name, state=s.state, done=s.done, total=s.total)
+                for s in progress.steps
+            ],
         )
 
 
@@ -79,6 +100,7 @@ class Summary(msgspec.Struct, frozen=True, kw_only=True):
     ignored: int
     evicted: int
     consuming: bool
+    stalled: int = 0
 
 
 class Batch(msgspec.Struct, frozen=True, kw_only=True):
@@ -92,12 +114,18 @@ class Batch(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class Entry(msgspec.Struct, frozen=True, array_like=True, gc=False):
-    """One report in a task's recent history (small on purpose: thousands are kept; scalars
-    only, so the garbage collector need not track them)."""
+    """One run of reports in the same state, in a task's history: a task that sends 400
+    ``running`` reports has one ``running`` entry, not 400 identical lines (scalars only, so
+    the garbage collector need not track the thousands kept)."""
 
-    at: float  # when it arrived
-    seq: int
+    first: float  # when the first report of the run arrived
+    at: float  # when its latest arrived
+    first_seq: int
+    seq: int  # the latest report's
     state: str
-    done: int | None
-    total: int | None
-    sent_at: float
+    reports: int
+    sent_at: float  # the latest report's
+
+    def then(self, at: float, seq: int, sent_at: float) -> Entry:
+        """This entry with one more report of the same state."""
+        return Entry(self.first, at, self.first_seq, seq, self.state, self.reports + 1, sent_at)

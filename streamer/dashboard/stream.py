@@ -72,6 +72,7 @@ class EventStream:
         self.tick = tick
         self.batches = 0
         self._dirty: set[str] = set()
+        self._stalled: set[str] = set()  # ids shown stalled: a row changes when it stalls
         self._listed: set[str] = set()  # ids some open page may hold
         self._evicted_seen = 0
         self._subscribers: set[Subscriber] = set()
@@ -91,7 +92,8 @@ class EventStream:
 
     def snapshot(self) -> bytes:
         """Every task on the board as one ``snapshot`` event; its ids are now listed."""
-        rows = [Row.of(task) for task in self.board.recent()]
+        board, now = self.board, time.time()
+        rows = [Row.of(task, stalled=board.stalled(task, now)) for task in board.recent()]
         self._listed.update(row.id for row in rows)
         batch = Batch(
             n=self.batches, now=time.time(), rows=rows, removed=[], summary=self.summary()
@@ -105,7 +107,7 @@ class EventStream:
         for task_id in self._dirty:
             task = board.get(task_id)
             if task is not None:
-                rows.append(Row.of(task))
+                rows.append(Row.of(task, stalled=board.stalled(task, now)))
         self._dirty.clear()
         removed: list[str] = []
         if board.evicted != self._evicted_seen:
@@ -127,10 +129,15 @@ class EventStream:
             self.tick(now)
             if not self._subscribers:
                 self._dirty.clear()
+                self._stalled.clear()
                 self._listed.clear()
                 self._evicted_seen = self.board.evicted
                 last_summary = None
                 continue
+            # A stalled task sends nothing, so nothing marks its row: look for them.
+            stalled = {task.task_id for task in self.board.stalled_tasks(now)}
+            self._dirty |= stalled ^ self._stalled
+            self._stalled = stalled
             summary = self.summary()
             # Nothing changed on the board: still send the header when it did change (the
             # rate falling to zero, the broker connection lost).

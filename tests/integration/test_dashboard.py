@@ -120,12 +120,13 @@ async def test_api_shows_tasks_with_progress_and_history(
         assert one["task"]["state"] == "finished"
         assert one["report"]["task_id"] == task_id and one["report"]["seq"] == 5
         history = one["history"]
-        assert [(e["seq"], e["state"]) for e in history] == [
-            (3, "running"),
-            (4, "running"),
-            (5, "finished"),
-        ]  # the last `history` reports only
+        assert [(e["first_seq"], e["seq"], e["state"], e["reports"]) for e in history] == [
+            (1, 4, "running", 4),
+            (5, 5, "finished", 1),
+        ]  # one entry per run of reports in one state, not four identical lines
         assert all(e["latency"] is not None and e["latency"] >= 0 for e in history)
+        assert all(e["first"] <= e["at"] for e in history)
+        assert [s[0] for s in one["task"]["steps"]] == ["content"]  # [name, state, done, total]
         missing = await get_json(http, f"{dash.url}api/tasks/nobody-{unique}", status=404)
         assert "not" in missing["error"] or "no such" in missing["error"]
         async with http.get(f"{dash.url}tasks/{task_id}") as page:
@@ -136,8 +137,9 @@ async def test_history_and_board_stay_bounded(broker_url: str, exchange: str) ->
     """Direct feeding (no broker traffic needed): the bounds are the dashboard's own."""
     async with dashboard(broker_url, exchange, history=4, history_tasks=3, max_tasks=5) as dash:
         for n in range(10):
-            for seq in range(1, 8):
-                report = Report(task_id=f"t{n}", state="running", seq=seq)
+            for seq in range(1, 8):  # running and suspended in turn: a history entry each
+                state = "running" if seq % 2 else "suspended"
+                report = Report(task_id=f"t{n}", state=state, seq=seq)
                 dash._on_batch([delivery(report)])
         assert len(dash.board) == 5
         assert list(dash._history) == ["t7", "t8", "t9"]

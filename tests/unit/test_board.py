@@ -6,14 +6,15 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from streamer import Report
-from streamer.board import Board, progress_counts
+from streamer.board import Board
+from streamer.progress import Step, steps_of
 
 
 def r(task: str, seq: int, state: str = "running", **progress: object) -> Report:
     return Report(task_id=task, state=state, seq=seq, progress_report=dict(progress))  # type: ignore[arg-type]
 
 
-def test_progress_counts_nested_and_summed() -> None:
+def test_steps_nested_capped_and_typed() -> None:
     pulp = {
         "yum_importer": {
             "content": {"items_done": 3, "items_total": 10},
@@ -21,10 +22,21 @@ def test_progress_counts_nested_and_summed() -> None:
             "metadata": {"state": "FINISHED"},
         }
     }
-    assert progress_counts(pulp) == (4, 12)
-    assert progress_counts({"a": {"done": 5, "total": 4}}) == (4, 4)  # done capped by total
-    assert progress_counts({"state": "x"}) is None
-    assert progress_counts({"a": {"items_done": "3", "items_total": 4}}) is None
+    assert steps_of(pulp) == [
+        Step("yum_importer/content", None, 3, 10),
+        Step("yum_importer/errata", None, 1, 2),
+        Step("yum_importer/metadata", "FINISHED", None, None),
+    ]
+    assert steps_of({"a": {"done": 5, "total": 4}}) == [Step("a", None, 4, 4)]  # capped
+    assert steps_of({"state": "x"}) == []
+    assert steps_of({"a": {"items_done": "3", "items_total": 4}}) == [Step("a", None, None, None)]
+    assert steps_of({"items_done": 2, "items_total": 8}) == [Step("", None, 2, 8)]
+    board = Board()
+    board.apply(r("t", 1, **pulp))
+    task = board.get("t")
+    assert task is not None
+    assert (task.done, task.total) == (4, 12)  # items over the steps that count them
+    assert task.progress == (0.3 + 0.5 + 1) / 3  # each step weighs the same
 
 
 def test_latest_wins_stale_and_duplicates_ignored_gaps_counted() -> None:

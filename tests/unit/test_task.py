@@ -45,6 +45,33 @@ def test_lifecycle_and_progress() -> None:
     }
 
 
+def test_declared_steps_are_listed_from_the_first_report() -> None:
+    from streamer.board import Board
+
+    task, sent = reporter(steps=["metadata", "content", "errata"])
+    with task:
+        task.progress(3, 3, step="metadata")
+        task.progress(1, 10, step="content")
+    assert sent[0].progress_report == {
+        "metadata": {"state": "NOT_STARTED"},
+        "content": {"state": "NOT_STARTED"},
+        "errata": {"state": "NOT_STARTED"},
+    }
+    assert list(sent[1].progress_report) == ["metadata", "content", "errata"]
+    assert sent[1].progress_report["errata"] == {"state": "NOT_STARTED"}
+    board = Board()
+    shown = []
+    for seq, report in enumerate(sent[:-1], 1):
+        state = board.apply(Report(**{**_fields(report), "seq": seq}), float(seq))  # type: ignore[arg-type]
+        assert state is not None
+        shown.append(state.progress)
+    assert shown == pytest.approx([0.0, 1 / 3, (1 + 0.1) / 3])  # each declared step: a third
+
+
+def _fields(report: Report) -> dict[str, object]:
+    return {name: getattr(report, name) for name in report.__struct_fields__}
+
+
 def test_exception_reports_error_and_propagates() -> None:
     task, sent = reporter()
     with pytest.raises(ZeroDivisionError), task:

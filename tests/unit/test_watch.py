@@ -20,7 +20,7 @@ def progress(done: int, total: int) -> dict[str, Any]:
 
 
 def text(board: Board, *, max_rows: int = 30, counters: Counters | None = None) -> str:
-    console = Console(record=True, width=120, file=io.StringIO())
+    console = Console(record=True, width=160, file=io.StringIO())
     console.print(render(board, counters=counters or Counters(), now=1_000.0, max_rows=max_rows))
     return console.export_text()
 
@@ -104,10 +104,10 @@ def test_markup_in_task_values_is_printed_literally() -> None:
 
 def test_active_first_most_recent_first_then_finished_and_row_cap() -> None:
     board = Board()
-    board.apply(Report(task_id="fin-old", state="finished", seq=1), 1)
-    board.apply(Report(task_id="act-old", state="running", seq=1), 2)
-    board.apply(Report(task_id="fin-new", state="finished", seq=1), 3)
-    board.apply(Report(task_id="act-new", state="running", seq=1), 4)
+    board.apply(Report(task_id="fin-old", state="finished", seq=1), 991)
+    board.apply(Report(task_id="act-old", state="running", seq=1), 992)
+    board.apply(Report(task_id="fin-new", state="finished", seq=1), 993)
+    board.apply(Report(task_id="act-new", state="running", seq=1), 994)
     rows = [line.split()[0] for line in text(board).splitlines()[2:]]
     assert rows == ["act-new", "act-old", "fin-new", "fin-old"]
 
@@ -180,3 +180,32 @@ def test_dotted_task_types_keep_their_last_words() -> None:
         Report(task_id="t1", state="running", task_type="pulp.server.managers.repo.sync.sync")
     )
     assert "repo.sync.sync" in line_of(text(board), "t1")
+
+
+def test_failed_and_stalled_tasks_stay_on_screen_beyond_the_row_limit() -> None:
+    """Rendered at t=1000: errors and tasks silent for over 30 s come first, with the error
+    text or how long they have been silent, however many other tasks there are."""
+    board = Board(stall_after=30.0)
+    failure = TaskError(code="PLP0000", description="Invalid cross-device link")
+    board.apply(Report(task_id="failed", state="error", seq=1, error=failure), 100)
+    board.apply(Report(task_id="stuck", state="running", seq=1), 900)  # silent 100 s
+    for n in range(40):
+        board.apply(Report(task_id=f"busy{n:02}", state="running", seq=1), 990 + n / 100)
+    lines = text(board, max_rows=10).splitlines()
+    rows = [line.split()[0] for line in lines[2:] if not line.startswith("…")]
+    assert rows[:2] == ["stuck", "failed"]  # most recent first
+    assert len(rows) == 12  # the 2 alerts, then the 10 rows of the limit
+    assert "stalled" in line_of("\n".join(lines), "stuck")
+    assert "silent 1m40s" in line_of("\n".join(lines), "stuck")
+    assert "PLP0000: Invalid cross-device link" in line_of("\n".join(lines), "failed")
+    assert "30 more active" in lines[-1]
+
+
+def test_worker_names_show_what_tells_them_apart() -> None:
+    board = Board()
+    for n in (1, 2):
+        worker = f"reserved_resource_worker-{n}@pulp.example.net"
+        board.apply(Report(task_id=f"t{n}", state="running", seq=1, worker_name=worker), 999)
+    out = text(board)
+    assert "…1@pulp" in line_of(out, "t1") and "…2@pulp" in line_of(out, "t2")
+    assert "reserved_resource" not in out
