@@ -27,7 +27,7 @@ from .amqp import Connection, ConnectionCallbacks, Delivery, Link
 from .message import Malformed, classify
 from .report import Report
 from .report import decode as _decode
-from .settings import Settings
+from .settings import Settings, mask_url
 from .topology import plan
 
 __all__ = ["Receiver", "ReportReader"]
@@ -130,6 +130,18 @@ class Receiver(ConnectionCallbacks):
             fatal=True,
         )
         self._conn: Connection | None = None
+
+    def describe(self) -> str:
+        """What it receives, for people: the broker (password masked), exchanges, bindings."""
+        keys = ", ".join(
+            f"{b.exchange} {key}" if len(self._bindings) > 1 else key
+            for b in self._bindings
+            for key in b.routing_keys
+        )
+        exchanges = sorted({b.exchange for b in self._bindings})
+        return (
+            f"{mask_url(self.settings.urls[0])}, exchange {', '.join(exchanges)}, bindings {keys}"
+        )
 
     @property
     def consuming(self) -> asyncio.Event:

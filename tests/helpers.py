@@ -159,11 +159,13 @@ async def dashboard_command(
 
 
 @contextlib.asynccontextmanager
-async def running_dashboard(broker_url: str, exchange: str, port: int) -> AsyncIterator[str]:
-    """``streamer dashboard`` on ``port``, healthy (consuming); yields its URL (ending in ``/``)
-    and checks that it exits 0 on SIGTERM."""
+async def running_dashboard(
+    broker_url: str, exchange: str, port: int, env: dict[str, str] | None = None
+) -> AsyncIterator[str]:
+    """``streamer dashboard`` on ``port`` (``env`` added to its environment), healthy
+    (consuming); yields its URL (ending in ``/``) and checks that it exits 0 on SIGTERM."""
     url = f"http://127.0.0.1:{port}/"
-    async with dashboard_command(broker_url, exchange, port) as (proc, _):
+    async with dashboard_command(broker_url, exchange, port, env=env) as (proc, _):
         async with aiohttp.ClientSession() as http:
             await wait_healthy(http, url)
         yield url

@@ -139,6 +139,7 @@ class Dashboard:
             what="dashboard",
             gather=VIEW_GATHER,
         )
+        self._source = self.receiver.describe()
         self._history_len = history
         self._history_tasks = history_tasks
         self._history: OrderedDict[str, deque[Entry]] = OrderedDict()
@@ -270,6 +271,7 @@ class Dashboard:
             evicted=board.evicted,
             consuming=self.consuming.is_set(),
             stalled=board.count_stalled(),
+            source=self._source,
         )
 
     # -- the web app ----------------------------------------------------------------------

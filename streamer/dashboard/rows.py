@@ -101,6 +101,7 @@ class Summary(msgspec.Struct, frozen=True, kw_only=True):
     evicted: int
     consuming: bool
     stalled: int = 0
+    source: str = ""  # what it watches: broker (password masked), exchange, bindings
 
 
 class Batch(msgspec.Struct, frozen=True, kw_only=True):

@@ -10,8 +10,25 @@
   const params = new URLSearchParams(location.search);
   const MAX_ROWS = Math.max(parseInt(params.get("rows"), 10) || 200, 1);
   const CELLS = ["id", "type", "state", "progress", "items", "rate", "eta", "elapsed", "worker",
-    "tags"];
+    "tags", "error"];
   const NUMERIC = new Set(["items", "rate", "eta", "elapsed"]);
+  // Sortable columns: a header click sorts by it, a second click reverses. Unsorted, the
+  // default order below applies.
+  const SORT_KEYS = {
+    id: (t) => t.id,
+    type: (t) => t.type || "",
+    state: (t) => shownState(t),
+    progress: (t) => (t.progress === null ? -1 : t.progress),
+    items: (t) => (t.done === null ? -1 : t.done),
+    rate: (t) => t.rate || 0,
+    eta: (t) => (t.eta === null ? Infinity : t.eta),
+    elapsed: (t) => (t.end === null ? Date.now() / 1000 + offset : t.end) - t.start,
+    worker: (t) => t.worker || "",
+    tags: (t) => t.tags.join(","),
+    error: (t) => t.error || "",
+  };
+  let sortBy = null; // {key, dir}: dir 1 ascending, -1 descending
+  const expanded = new Set(); // ids whose steps are shown under their row
 
   const tasks = new Map(); // task id -> row, as the server last sent it
   const shown = new Map(); // task id -> <tr> in the table
@@ -31,6 +48,31 @@
     input.addEventListener("input", () => { saveFilters(); schedule(); });
   }
   $("filters").addEventListener("submit", (event) => event.preventDefault());
+  for (const th of $("tasks").tHead.rows[0].cells) {
+    const key = th.dataset.sort;
+    if (!key) continue;
+    th.tabIndex = 0;
+    const sort = () => {
+      sortBy = sortBy && sortBy.key === key ? { key, dir: -sortBy.dir } : { key, dir: 1 };
+      for (const other of $("tasks").tHead.rows[0].cells) other.removeAttribute("aria-sort");
+      th.setAttribute("aria-sort", sortBy.dir > 0 ? "ascending" : "descending");
+      schedule();
+    };
+    th.addEventListener("click", sort);
+    th.addEventListener("keydown", (event) => { if (event.key === "Enter") sort(); });
+  }
+  tbody.addEventListener("click", (event) => {
+    const tr = event.target.closest("tr.task");
+    if (!tr || event.target.closest("a")) return; // the id is a link to the task's page
+    const id = tr.dataset.id;
+    if (expanded.has(id)) expanded.delete(id); else expanded.add(id);
+    schedule();
+  });
+
+  /** A task's state as shown: "stalled" when it is active but silent too long. */
+  function shownState(task) {
+    return task.stalled ? "stalled" : task.state;
+  }
   filters.tag.addEventListener("focus", fillTags);
 
   function saveFilters() {
@@ -71,10 +113,20 @@
     return true;
   }
 
-  // Active tasks first, newest started first; then ended ones, most recently ended first.
-  // Not by last update, as the terminal view does: on a page rows that jump four times a
-  // second cannot be read or clicked.
+  // Failed and stalled tasks first (what needs someone), then active tasks, newest started
+  // first; then ended ones, most recently ended first. Not by last update, as the terminal
+  // view does: on a page rows that jump four times a second cannot be read or clicked.
   function order(a, b) {
+    if (sortBy !== null) {
+      const key = SORT_KEYS[sortBy.key];
+      const x = key(a);
+      const y = key(b);
+      if (x !== y) return (x < y ? -1 : 1) * sortBy.dir;
+      return a.id < b.id ? -1 : a.id > b.id ? 1 : 0;
+    }
+    const aAlert = a.stalled || a.state === "error";
+    const bAlert = b.stalled || b.state === "error";
+    if (aAlert !== bAlert) return aAlert ? -1 : 1;
     const aEnded = a.end !== null;
     const bEnded = b.end !== null;
     if (aEnded !== bEnded) return aEnded ? 1 : -1;
@@ -84,6 +136,8 @@
 
   function newRow(id) {
     const tr = document.createElement("tr");
+    tr.className = "task";
+    tr.dataset.id = id;
     tr.cells_ = {};
     for (const name of CELLS) {
       const td = document.createElement("td");
@@ -113,19 +167,19 @@
   }
 
   function fill(tr, task, now) {
-    tr.dataset.state = task.state;
+    const shown = shownState(task);
+    tr.dataset.state = shown;
     setText(tr, "type", f.shortType(task.type), task.type || "");
     const state = tr.cells_.state;
-    if (tr.values_.state !== task.state) {
-      tr.values_.state = task.state;
-      state.textContent = task.state;
-      state.className = `${f.stateClass(task.state)}`;
-      state.title = task.error || "";
+    if (tr.values_.state !== shown) {
+      tr.values_.state = shown;
+      state.textContent = shown;
+      state.className = `${f.stateClass(shown)}`;
     }
     const bar = tr.cells_.progress.firstChild;
     f.setProgress(bar, task);
-    bar.title = f.items(task);
-    const pct = f.percent(task);
+    bar.title = task.grew ? "the work grew: the bar went back" : f.items(task);
+    const pct = f.percent(task) + (task.grew ? " ↻" : "");
     if (bar.nextSibling.textContent !== pct) bar.nextSibling.textContent = pct;
     setText(tr, "items", f.items(task));
     setText(tr, "rate", f.rate(task.rate));
@@ -134,6 +188,35 @@
     setText(tr, "worker", task.worker || f.NO_VALUE, task.worker || "");
     const tags = task.tags.join(", ");
     setText(tr, "tags", tags, tags);
+    const silent = task.stalled ? `no report for ${f.duration(now - task.seen)}` : "";
+    const note = task.error || silent;
+    setText(tr, "error", note, note);
+  }
+
+  /** The row under a task's row that shows its steps, one bar each. */
+  function stepsRow(task) {
+    const tr = document.createElement("tr");
+    tr.className = "steps";
+    const td = document.createElement("td");
+    td.colSpan = CELLS.length;
+    const list = document.createElement("ul");
+    for (const [name, state, done, total] of task.steps) {
+      const li = document.createElement("li");
+      const label = document.createElement("span");
+      label.className = "step-name";
+      label.textContent = name || "progress";
+      const bar = document.createElement("progress");
+      f.setProgress(bar, { progress: f.stepFraction(state, done, total) });
+      const detail = document.createElement("span");
+      detail.className = "step-detail";
+      detail.textContent = [state, f.items({ done, total })].filter(Boolean).join(" · ");
+      li.append(label, bar, detail);
+      list.append(li);
+    }
+    if (!task.steps.length) list.textContent = "this task reports no steps";
+    td.append(list);
+    tr.append(td);
+    return tr;
   }
 
   function render() {
@@ -162,12 +245,28 @@
       const wanted = previous === null ? tbody.firstChild : previous.nextSibling;
       if (wanted !== tr) tbody.insertBefore(tr, wanted);
       previous = tr;
+      if (tr.steps_) {
+        tr.steps_.remove();
+        tr.steps_ = null;
+      }
+      if (expanded.has(task.id)) {
+        tr.steps_ = stepsRow(task);
+        tr.after(tr.steps_);
+        previous = tr.steps_;
+      }
     }
     for (const [id, tr] of shown) {
       if (!keep.has(id)) {
+        if (tr.steps_) tr.steps_.remove();
         tr.remove();
         shown.delete(id);
       }
+    }
+    $("empty").hidden = tasks.size > 0 || summary === null;
+    if (summary !== null && tasks.size === 0) {
+      $("empty").textContent =
+        `No task yet. Watching ${summary.source}; only reports published after the ` +
+        "dashboard started are seen.";
     }
     const hidden = matching.length - visible.length;
     $("hidden").textContent = hidden > 0
@@ -200,6 +299,12 @@
       `received │ ${f.number.format(s.malformed)} malformed, ${f.number.format(s.gaps)} gaps, ` +
       `${f.number.format(s.ignored)} stale/repeated`,
     );
+    if (s.stalled) {
+      const stalled = document.createElement("b");
+      stalled.className = "state-stalled";
+      stalled.textContent = ` │ ${f.number.format(s.stalled)} stalled`;
+      parts.push(stalled);
+    }
     $("summary").replaceChildren(...parts);
     connection(s.consuming ? "live" : "no-broker");
   }

@@ -10,7 +10,25 @@
   const TERMINAL = new Set(["finished", "error", "canceled", "skipped"]);
   const STATES = new Set([
     "waiting", "accepted", "running", "suspended", "skipped", "finished", "error", "canceled",
+    "stalled",
   ]);
+  const DONE_STEPS = new Set(["finished", "completed", "complete", "done", "skipped"]);
+  // Local time with its zone (the browser's), to the millisecond: "14:03:07.215 CET".
+  const CLOCK = new Intl.DateTimeFormat(undefined, {
+    hour: "2-digit", minute: "2-digit", second: "2-digit", fractionalSecondDigits: 3,
+    hour12: false, timeZoneName: "short",
+  });
+
+  function clock(seconds) {
+    return CLOCK.format(new Date(seconds * 1000));
+  }
+
+  /** A step's share done, as streamer/progress.py counts it (finished: 1; no total: 0). */
+  function stepFraction(state, done, total) {
+    if (state && DONE_STEPS.has(state.toLowerCase())) return 1;
+    if (done === null || !total) return 0;
+    return Math.min(done / total, 1);
+  }
 
   /** Compact h/m/s: an ETA or elapsed time must fit a narrow column. */
   function duration(seconds) {
@@ -70,6 +88,6 @@
 
   window.streamerFormat = {
     NO_VALUE, TERMINAL, duration, rate, items, shortType, elapsed, percent, stateClass, setProgress,
-    number,
+    number, clock, stepFraction,
   };
 })();

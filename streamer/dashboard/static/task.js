@@ -17,9 +17,6 @@
     return td;
   }
 
-  function clock(seconds) {
-    return new Date(seconds * 1000).toISOString().slice(11, 23);
-  }
 
   function show(data) {
     const task = data.task;
@@ -27,10 +24,12 @@
     $("task").hidden = false;
     $("task").dataset.state = task.state;
     const state = $("state");
-    state.textContent = task.state;
-    state.className = f.stateClass(task.state);
+    const shown = task.stalled ? "stalled" : task.state;
+    state.textContent = shown;
+    state.className = f.stateClass(shown);
     f.setProgress($("bar"), task);
-    $("percent").textContent = `${f.percent(task)} (${f.items(task)})`;
+    $("percent").textContent =
+      `${f.percent(task)} (${f.items(task)})${task.grew ? " ↻ the work grew" : ""}`;
     $("type").textContent = task.type || f.NO_VALUE;
     $("items").textContent = f.items(task);
     $("rate").textContent = f.rate(task.rate);
@@ -41,12 +40,27 @@
     $("seq").textContent = String(task.seq);
     $("gaps").textContent = String(task.gaps);
     $("error").textContent = task.error || f.NO_VALUE;
+    const steps = task.steps.map(([name, stepState, done, total]) => {
+      const tr = document.createElement("tr");
+      const bar = document.createElement("progress");
+      f.setProgress(bar, { progress: f.stepFraction(stepState, done, total) });
+      const barCell = document.createElement("td");
+      barCell.append(bar);
+      tr.append(cell(name || "progress"), cell(stepState || f.NO_VALUE), barCell,
+        cell(f.items({ done, total }), true));
+      return tr;
+    });
+    $("steps").tBodies[0].replaceChildren(...steps);
+    $("no-steps").hidden = task.steps.length > 0;
+    // One line per run of reports in one state (a state change starts the next), newest first.
     const rows = data.history.slice().reverse().map((entry) => {
       const tr = document.createElement("tr");
       const latency = entry.latency === null ? f.NO_VALUE : `${(entry.latency * 1000).toFixed(1)} ms`;
+      const seqs = entry.first_seq === entry.seq ? String(entry.seq) : `${entry.first_seq}–${entry.seq}`;
+      const when = entry.reports > 1 ? `${f.clock(entry.first)} – ${f.clock(entry.at)}` : f.clock(entry.at);
       tr.append(
-        cell(clock(entry.at)), cell(String(entry.seq), true), cell(entry.state),
-        cell(f.items(entry), true), cell(latency, true),
+        cell(when), cell(entry.state), cell(seqs, true), cell(f.number.format(entry.reports), true),
+        cell(latency, true),
       );
       return tr;
     });

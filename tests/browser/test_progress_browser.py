@@ -1,0 +1,122 @@
+"""Progress in real headless Chromium: a 4-step sync's bar never goes back, a failure's text is
+in its row, a silent task shows "stalled" within the bound and clears on its next report.
+
+The dashboard runs with ``STREAMER_STALL_AFTER=1`` (a task silent for max(1 s, 10 x its usual
+interval) is stalled). Screenshots are saved under tests/artifacts/ (their paths printed).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from streamer import Publisher, Report
+from streamer.report import TaskError
+from tests.browser.test_dashboard_browser import (
+    ARTIFACTS,
+    _equals,
+    bar_value,
+    chromium,
+    row,
+    until,
+)
+from tests.helpers import running_dashboard
+
+STEPS = {"metadata": 4, "content": 40, "errata": 12, "publish": 4}
+SAMPLES = 20
+
+
+async def test_steps_never_go_back_errors_show_and_stalls_are_flagged(
+    broker_url: str, exchange: str, unique: str, free_port: int
+) -> None:
+    env = {"STREAMER_STALL_AFTER": "1"}
+    async with (
+        running_dashboard(broker_url, exchange, free_port, env=env) as url,
+        chromium() as browser,
+        Publisher(broker_url, exchange) as pub,
+    ):
+        page = await browser.new_page(viewport={"width": 1400, "height": 900})
+        problems: list[str] = []
+        page.on("pageerror", lambda exc: problems.append(str(exc)))
+        await page.goto(url)
+        await until(lambda: page.locator("#connection[data-status=live]").count())
+        empty = await page.locator("#empty").text_content()
+        assert empty is not None and exchange in empty and "tasks.#" in empty
+        assert "guest:***@" in empty  # the broker, its password masked
+
+        # A sync with its four steps declared ahead, sampled 20 times while it runs.
+        sync_id = f"sync-{unique}"
+        task = pub.task(sync_id, task_type="sync", steps=list(STEPS))
+        task.start()
+        await until(lambda: row(page, sync_id).count())
+        samples: list[float] = []
+        running = True
+
+        async def sample() -> None:
+            while running:
+                value = await bar_value(page, sync_id)
+                if value is not None:
+                    samples.append(value)
+                await asyncio.sleep(0.06)
+
+        sampling = asyncio.ensure_future(sample())
+        for name, total in STEPS.items():
+            for done in range(1, total + 1):
+                task.progress(done, total, step=name)
+                await asyncio.sleep(0.04)
+        await asyncio.sleep(0.5)
+        running = False
+        await sampling
+        assert len(samples) >= SAMPLES, samples
+        assert samples == sorted(samples), samples  # never backwards
+        assert samples[-1] == 1.0 and samples[0] < 0.25
+        await page.locator("#tasks thead th[data-sort=progress]").click()  # sortable
+        assert await page.locator("#tasks thead th[aria-sort]").count() == 1
+        await row(page, sync_id).locator("td.type").click()  # expands: one bar per step
+        steps = page.locator("tr.steps li")
+        await until(lambda: _equals(steps.count(), 4))
+        assert await steps.locator(".step-name").all_text_contents() == list(STEPS)
+        steps_shot = ARTIFACTS / "progress-steps.png"
+        ARTIFACTS.mkdir(exist_ok=True)
+        await page.screenshot(path=str(steps_shot))
+        task.finish()
+
+        # A failure: its code and description in its row, not only in a tooltip.
+        failed = f"failed-{unique}"
+        error = TaskError(code="PLP0000", description="Invalid cross-device link")
+        pub.publish(Report(task_id=failed, state="error", error=error))
+        await until(
+            lambda: _equals(
+                row(page, failed).locator("td.error").text_content(),
+                "PLP0000: Invalid cross-device link",
+            )
+        )
+
+        # A worker that pauses mid-task: stalled within the bound, cleared by its next report.
+        paused = f"paused-{unique}"
+        for n in range(5):
+            pub.publish(Report(task_id=paused, state="running", progress_report={"n": n}))
+            await asyncio.sleep(0.05)
+        await pub.flush(5)
+        silent_from = time.monotonic()
+        state = row(page, paused).locator("td.state")
+        await until(lambda: _equals(state.text_content(), "stalled"), timeout=10)
+        flagged_after = time.monotonic() - silent_from
+        note = await row(page, paused).locator("td.error").text_content()
+        assert note is not None and note.startswith("no report for")
+        summary = await page.locator("#summary").text_content()
+        assert summary is not None and "1 stalled" in summary
+        stalled_shot = ARTIFACTS / "progress-stalled.png"
+        await page.screenshot(path=str(stalled_shot))
+        pub.publish(Report(task_id=paused, state="running"))
+        await until(lambda: _equals(state.text_content(), "running"), timeout=10)
+        assert not problems, problems
+        await page.close()
+    print(
+        f"\n{len(samples)} samples of the sync's bar: {[round(s, 3) for s in samples]}; "
+        f"stalled shown {flagged_after:.2f} s after the last report (bound 1 s + one batch)"
+        f"\nscreenshots: {steps_shot} {stalled_shot}"
+    )
+    # The bound (1 s) plus the stream's batch interval (0.25 s) and the page's frame: a hang
+    # or a missed re-send of the row would take the 10 s above.
+    assert flagged_after < 5
