@@ -23,6 +23,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Final
 
+from .family import Families, Rollup
 from .progress import Progress, Step
 from .report import TERMINAL_STATES, Report
 from .stats import LatencyHistogram
@@ -214,6 +215,7 @@ class Board:
         # however many tasks the board holds.
         self._by_state: dict[str, int] = {}
         self._gaps = 0
+        self.families = Families()
 
     def __len__(self) -> int:
         return len(self._tasks)
@@ -245,6 +247,23 @@ class Board:
     def stalled(self, task: TaskState, now: float | None = None) -> bool:
         """Whether ``task`` is stalled: active, silent beyond the bound (see ``stall_after``)."""
         return task.stalled(time.time() if now is None else now, self.stall_after)
+
+    def family(self, task: TaskState, now: float | None = None) -> Rollup | None:
+        """``task`` with the tasks it spawned (and theirs) rolled up; None without any."""
+        if not task.report.spawned_tasks:
+            return None
+        now = time.time() if now is None else now
+        get = self._tasks.get
+        return self.families.rollup(self.families.family(task, get), get, now, self.stall_after)
+
+    def groups(self, now: float | None = None) -> dict[str, Rollup]:
+        """Every group (``group_id``) with a member on the board, rolled up."""
+        now = time.time() if now is None else now
+        get = self._tasks.get
+        return {
+            group: self.families.rollup(members, get, now, self.stall_after)
+            for group, members in self.families.groups().items()
+        }
 
     def stalled_tasks(self, now: float | None = None) -> list[TaskState]:
         """Active tasks stalled now (a pass over the board: for a scrape, a header, a tick)."""
@@ -312,6 +331,8 @@ class Board:
             if was_finished and report.state not in TERMINAL_STATES:
                 self._finished.pop(task_id, None)
         self.reports += 1
+        if report.spawned_tasks or report.group_id is not None:
+            self.families.saw(report)
         if report.state in TERMINAL_STATES:
             self._finished[task_id] = None
             self._finished.move_to_end(task_id)
@@ -331,6 +352,7 @@ class Board:
             self._forget(task)
 
     def _forget(self, task: TaskState) -> None:
+        self.families.forget(task)
         self.evicted += 1
         self._gaps -= task.gaps
         self._by_state[task.state] -= 1

@@ -9,13 +9,22 @@ from __future__ import annotations
 import heapq
 import os
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Final
 
 from .board import Board, TaskState
 from .report import Report
 
-__all__ = ["MAX_ALERTS", "Counters", "RateWindow", "distinct_names", "error_text", "select_rows"]
+__all__ = [
+    "MAX_ALERTS",
+    "Counters",
+    "RateWindow",
+    "distinct_names",
+    "error_text",
+    "nest",
+    "select_rows",
+]
 
 _RATE_WINDOW: Final = 1.0  # seconds over which a rate is measured
 _SEPARATORS: Final = "-_.@:/ "
@@ -101,6 +110,38 @@ def select_rows(
         len(active) - len(shown_active) + left_alerts,
         len(finished) - len(shown_finished),
     )
+
+
+def nest(
+    rows: list[TaskState], parent_of: Callable[[str], str | None]
+) -> list[tuple[TaskState, int]]:
+    """``rows`` with each child moved under its parent (when the parent is among them), and
+    how deep it sits: ``[(task, 0), (child, 1), ...]``; the order is otherwise kept."""
+    shown = {task.task_id for task in rows}
+    children: dict[str, list[TaskState]] = {}
+    top: list[TaskState] = []
+    for task in rows:
+        parent = parent_of(task.task_id)
+        if parent is not None and parent in shown and parent != task.task_id:
+            children.setdefault(parent, []).append(task)
+        else:
+            top.append(task)
+    out: list[tuple[TaskState, int]] = []
+    placed: set[str] = set()
+
+    def place(task: TaskState, depth: int) -> None:
+        if task.task_id in placed:
+            return  # a loop of parent links
+        placed.add(task.task_id)
+        out.append((task, depth))
+        for child in children.get(task.task_id, ()):
+            place(child, depth + 1)
+
+    for task in top:
+        place(task, 0)
+    for task in rows:  # members of a loop with no top
+        place(task, 0)
+    return out
 
 
 def distinct_names(names: list[str]) -> dict[str, str]:

@@ -34,7 +34,7 @@ from .board import Board, TaskState
 from .receiver import VIEW_GATHER, Receiver, ReportReader
 from .routing import routing_key
 from .settings import Settings
-from .view import Counters, distinct_names, error_text, select_rows
+from .view import Counters, distinct_names, error_text, nest, select_rows
 
 __all__ = ["EXIT_CODES", "EXIT_STOPPED", "render", "watch"]
 
@@ -169,12 +169,13 @@ def render(board: Board, *, counters: Counters, now: float, max_rows: int) -> Re
     table.add_column("error", overflow="ellipsis", min_width=8)
     rows, stalled, more_active, more_finished = select_rows(board, max_rows, now)
     workers = distinct_names([t.report.worker_name for t in rows if t.report.worker_name])
-    for task in rows:
+    for task, depth in nest(rows, board.families.parent):
         report = task.report
         state = "stalled" if task.task_id in stalled else task.state
+        indent = "  " * (depth - 1) + "└ " if depth else ""
         silent = f"silent {_duration(now - task.last_seen)}" if state == "stalled" else None
         table.add_row(
-            Text(_shorten(task.task_id, _ID_WIDTH)),
+            Text(indent + _shorten(task.task_id, _ID_WIDTH - len(indent))),
             Text(_short_type(report.task_type)),
             Text(state, style=STATE_STYLES.get(state, "")),
             _bar(task),

@@ -1,5 +1,6 @@
-"""The JSON API: ``/api/tasks`` (filtered, most recently updated first) and
-``/api/tasks/<id>`` (one task, its latest report and its recent history)."""
+"""The JSON API: ``/api/tasks`` (filtered, most recently updated first),
+``/api/tasks/<id>`` (one task, its latest report and its history) and ``/api/groups`` (groups
+of tasks rolled up)."""
 
 from __future__ import annotations
 
@@ -8,11 +9,12 @@ from collections import deque
 from collections.abc import Callable, Mapping
 from typing import Any
 
+import msgspec
 from aiohttp import web
 
 from ..board import Board, TaskState
 from ..report import TERMINAL_STATES
-from .rows import Entry, Row, Summary, encode
+from .rows import Entry, FamilyRow, Row, Summary, encode
 
 __all__ = ["TaskApi"]
 
@@ -50,10 +52,25 @@ class TaskApi:
                 continue
             if text and not _text_matches(task, text):
                 continue
-            rows.append(Row.of(task, stalled=self.board.stalled(task, now)))
+            rows.append(Row.of(task, self.board, now))
             if limit is not None and len(rows) >= limit:
                 break
         body = {"now": now, "summary": self.summary(), "tasks": rows}
+        return web.Response(body=encode(body), content_type="application/json")
+
+    async def groups(self, request: web.Request) -> web.Response:
+        """Every group (``group_id``) with a member on the board, rolled up: active groups
+        first, then by name."""
+        now = time.time()
+        rollups = self.board.groups(now)
+        order = sorted(rollups, key=lambda group: (rollups[group].ended, group))
+        body = {
+            "now": now,
+            "groups": [
+                {"id": group, **msgspec.structs.asdict(FamilyRow.of(rollups[group]))}
+                for group in order
+            ],
+        }
         return web.Response(body=encode(body), content_type="application/json")
 
     async def task(self, request: web.Request) -> web.Response:
@@ -65,7 +82,7 @@ class TaskApi:
         now = time.time()
         body: dict[str, Any] = {
             "now": now,
-            "task": Row.of(task, stalled=self.board.stalled(task, now)),
+            "task": Row.of(task, self.board, now),
             "report": task.report,
             "history": [
                 {

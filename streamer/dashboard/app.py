@@ -77,7 +77,7 @@ class Dashboard:
     serving; leaving it (or :meth:`close`) stops both. :attr:`url` is where it listens.
 
     Routes: ``/`` (the page), ``/events`` (the stream), ``/tasks/<id>`` (one task and its
-    recent reports), ``/api/tasks`` and ``/api/tasks/<id>`` (JSON), ``/metrics``
+    recent reports), ``/api/tasks``, ``/api/tasks/<id>`` and ``/api/groups`` (JSON), ``/metrics``
     (Prometheus), ``/healthz`` (no authentication: for load balancers and probes).
 
     Args:
@@ -287,6 +287,7 @@ class Dashboard:
         app.router.add_get("/events", self.stream.handle)
         app.router.add_get("/api/tasks", api.tasks)
         app.router.add_get("/api/tasks/{task_id:.+}", api.task)
+        app.router.add_get("/api/groups", api.groups)
         registry = CollectorRegistry()
         registry.register(BoardCollector(self.board, self.reader.malformed.counts))
         app.router.add_get("/metrics", handler(registry))

@@ -10,12 +10,14 @@ from typing import Final
 
 import msgspec
 
-from ..board import TaskState
+from ..board import Board, TaskState
+from ..family import Rollup
 from ..view import error_text
 
-__all__ = ["Batch", "Entry", "Row", "StepRow", "Summary", "encode"]
+__all__ = ["Batch", "Entry", "FamilyRow", "Row", "StepRow", "Summary", "encode"]
 
 _ERROR_TEXT: Final = 200  # characters of an error description shown in a row
+_MAX_CHILDREN: Final = 100  # children listed in a row (the rest are in the family's counts)
 
 encode: Final = msgspec.json.Encoder().encode
 
@@ -29,6 +31,26 @@ class StepRow(msgspec.Struct, frozen=True, array_like=True):
     total: int | None
 
 
+class FamilyRow(msgspec.Struct, frozen=True, kw_only=True):
+    """A family or a group rolled up (see :class:`streamer.family.Rollup`)."""
+
+    members: int
+    progress: float
+    states: dict[str, int]
+    eta: float | None
+    text: str
+
+    @classmethod
+    def of(cls, rollup: Rollup) -> FamilyRow:
+        return cls(
+            members=rollup.members,
+            progress=rollup.progress,
+            states=rollup.states,
+            eta=rollup.eta,
+            text=rollup.text(),
+        )
+
+
 class Row(msgspec.Struct, frozen=True, kw_only=True):
     """One task as the page and ``/api/tasks`` see it (times are Unix seconds).
 
@@ -36,6 +58,8 @@ class Row(msgspec.Struct, frozen=True, kw_only=True):
     before unless ``grew``), ``rate`` items per second (a finished task's average), ``eta``
     seconds; each is None when unknown. ``end`` is None while the task is active. ``stalled``:
     active but silent beyond the board's bound. ``steps``: ``[name, state, done, total]``.
+    ``parent``: the task that spawned it (when seen); ``family``: it and its descendants
+    rolled up, for a task that spawned others.
     """
 
     id: str
@@ -57,11 +81,16 @@ class Row(msgspec.Struct, frozen=True, kw_only=True):
     stalled: bool = False
     grew: bool = False  # the work grew at the last report: the bar went back
     steps: list[StepRow] = []
+    parent: str | None = None
+    children: list[str] = []
+    group: str | None = None
+    family: FamilyRow | None = None  # with its descendants, when it spawned any
 
     @classmethod
-    def of(cls, task: TaskState, *, stalled: bool = False) -> Row:
+    def of(cls, task: TaskState, board: Board, now: float) -> Row:
         report = task.report
         progress = task.progress_of()
+        family = board.family(task, now)
         return cls(
             id=task.task_id,
             type=report.task_type,
@@ -79,8 +108,12 @@ class Row(msgspec.Struct, frozen=True, kw_only=True):
             seq=report.seq,
             gaps=task.gaps,
             error=error_text(report, _ERROR_TEXT),
-            stalled=stalled,
+            stalled=board.stalled(task, now),
             grew=progress.grew,
+            parent=board.families.parent(task.task_id),
+            children=report.spawned_tasks[:_MAX_CHILDREN],
+            group=report.group_id,
+            family=None if family is None else FamilyRow.of(family),
             steps=[
                 StepRow(name=s.name, state=s.state, done=s.done, total=s.total)
                 for s in progress.steps

@@ -24,6 +24,7 @@ __all__ = ["EventStream"]
 
 _KEEPALIVE: Final = 15.0  # seconds between SSE comments on a quiet stream (proxies time out)
 _SUBSCRIBER_BACKLOG: Final = 8  # batches a page may fall behind before it is resynchronised
+_MAX_DEPTH: Final = 8  # ancestors of a changed task re-sent at most
 
 
 class Subscriber:
@@ -93,7 +94,7 @@ class EventStream:
     def snapshot(self) -> bytes:
         """Every task on the board as one ``snapshot`` event; its ids are now listed."""
         board, now = self.board, time.time()
-        rows = [Row.of(task, stalled=board.stalled(task, now)) for task in board.recent()]
+        rows = [Row.of(task, board, now) for task in board.recent()]
         self._listed.update(row.id for row in rows)
         batch = Batch(
             n=self.batches, now=time.time(), rows=rows, removed=[], summary=self.summary()
@@ -104,10 +105,19 @@ class EventStream:
         """The rows that changed since the last batch, and the ids that left the board."""
         board = self.board
         rows = []
+        # A change in a child changes its parent's family roll-up: its ancestors go too.
+        parent_of = board.families.parent
+        for task_id in list(self._dirty):
+            parent = parent_of(task_id)
+            for _ in range(_MAX_DEPTH):
+                if parent is None or parent in self._dirty:
+                    break
+                self._dirty.add(parent)
+                parent = parent_of(parent)
         for task_id in self._dirty:
             task = board.get(task_id)
             if task is not None:
-                rows.append(Row.of(task, stalled=board.stalled(task, now)))
+                rows.append(Row.of(task, board, now))
         self._dirty.clear()
         removed: list[str] = []
         if board.evicted != self._evicted_seen:

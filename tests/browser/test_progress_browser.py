@@ -1,5 +1,7 @@
 """Progress in real headless Chromium: a 4-step sync's bar never goes back, a failure's text is
-in its row, a silent task shows "stalled" within the bound and clears on its next report.
+in its row, a parent reaches 100% only when its three children finished (a failed child is
+counted in its roll-up), a silent task shows "stalled" within the bound and clears on its
+next report.
 
 The dashboard runs with ``STREAMER_STALL_AFTER=1`` (a task silent for max(1 s, 10 x its usual
 interval) is stalled). Screenshots are saved under tests/artifacts/ (their paths printed).
@@ -92,6 +94,63 @@ async def test_steps_never_go_back_errors_show_and_stalls_are_flagged(
             )
         )
 
+        # A parent and its three children: 100% only once every child finished; a failing
+        # child shows its error in its row and in the parent's roll-up.
+        for name, outcome in (("ok", "finished"), ("bad", "error")):
+            parent = f"{name}-parent-{unique}"
+            kids = [f"{name}-kid{n}-{unique}" for n in range(3)]
+            pub.publish(Report(task_id=parent, state="running", spawned_tasks=kids))
+            for kid in kids:
+                pub.publish(
+                    Report(
+                        task_id=kid, state="running", progress_report={"c": {"done": 1, "total": 2}}
+                    )
+                )
+            pub.publish(Report(task_id=parent, state="finished", spawned_tasks=kids))
+            for kid in kids[:2]:
+                pub.publish(Report(task_id=kid, state="finished"))
+            await until(
+                lambda parent=parent: page.evaluate(  # type: ignore[misc]
+                    "id => { const t = window.streamerDashboard.tasks.get(id);"
+                    " return t && t.family && t.family.states.finished === 3; }",
+                    parent,
+                )
+            )
+            family = await page.evaluate(
+                "id => window.streamerDashboard.tasks.get(id).family", parent
+            )
+            assert family["progress"] < 1.0, family  # the parent finished, a child has not
+            last = Report(
+                task_id=kids[2], state=outcome, error=error if outcome == "error" else None
+            )
+            pub.publish(last)
+            await until(
+                lambda parent=parent: page.evaluate(  # type: ignore[misc]
+                    "id => { const t = window.streamerDashboard.tasks.get(id);"
+                    " return t && t.family && !t.family.states.running; }",
+                    parent,
+                )
+            )
+            family = await page.evaluate(
+                "id => window.streamerDashboard.tasks.get(id).family", parent
+            )
+            if outcome == "finished":
+                assert family["progress"] == 1.0 and family["text"] == "4 of 4 finished"
+            else:
+                assert family["progress"] < 1.0 and family["text"] == "3 of 4 finished, 1 error"
+                await until(
+                    lambda kid=kids[2]: _equals(  # type: ignore[misc]
+                        row(page, kid).locator("td.error").text_content(),
+                        "PLP0000: Invalid cross-device link",
+                    )
+                )
+                await row(page, parent).locator("td.type").click()  # expand: the children
+                children = page.locator("ul.children li")
+                await until(lambda c=children: _equals(c.count(), 3))  # type: ignore[misc]
+                assert "Invalid cross-device link" in (await children.nth(2).text_content() or "")
+        family_shot = ARTIFACTS / "progress-family.png"
+        await page.screenshot(path=str(family_shot))
+
         # A worker that pauses mid-task: stalled within the bound, cleared by its next report.
         paused = f"paused-{unique}"
         for n in range(5):
@@ -115,7 +174,7 @@ async def test_steps_never_go_back_errors_show_and_stalls_are_flagged(
     print(
         f"\n{len(samples)} samples of the sync's bar: {[round(s, 3) for s in samples]}; "
         f"stalled shown {flagged_after:.2f} s after the last report (bound 1 s + one batch)"
-        f"\nscreenshots: {steps_shot} {stalled_shot}"
+        f"\nscreenshots: {steps_shot} {family_shot} {stalled_shot}"
     )
     # The bound (1 s) plus the stream's batch interval (0.25 s) and the page's frame: a hang
     # or a missed re-send of the row would take the 10 s above.

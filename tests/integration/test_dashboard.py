@@ -683,3 +683,26 @@ async def _caught_up(http: aiohttp.ClientSession, url: str, count: int) -> None:
         return bool(data["summary"]["received"] >= count)
 
     await until(check, timeout=60)
+
+
+async def test_families_and_groups_in_the_api(broker_url: str, exchange: str) -> None:
+    """Rows name their parent and carry their family's roll-up; /api/groups rolls groups up."""
+    async with dashboard(broker_url, exchange) as dash, aiohttp.ClientSession() as http:
+        reports = [
+            Report(task_id="p", state="finished", seq=1, spawned_tasks=["a", "b"], group_id="zoo"),
+            Report(task_id="a", state="finished", seq=1, group_id="zoo"),
+            Report(task_id="b", state="running", seq=1, progress_report=progress(1, 4)),
+            Report(task_id="x", state="running", seq=1, group_id="other"),
+        ]
+        dash._on_batch([delivery(r) for r in reports])
+        data = await get_json(http, f"{dash.url}api/tasks")
+        rows = {row["id"]: row for row in data["tasks"]}
+        assert rows["a"]["parent"] == "p" and rows["p"]["children"] == ["a", "b"]
+        family = rows["p"]["family"]
+        assert family["members"] == 3 and family["text"] == "2 of 3 finished, 1 running"
+        assert family["progress"] == (1 + 1 + 0.25) / 3
+        assert rows["x"]["family"] is None and rows["x"]["group"] == "other"
+        groups = (await get_json(http, f"{dash.url}api/groups"))["groups"]
+        assert [g["id"] for g in groups] == ["other", "zoo"]  # active first
+        zoo = groups[1]
+        assert zoo["members"] == 2 and zoo["progress"] == 1.0 and zoo["text"] == "2 of 2 finished"

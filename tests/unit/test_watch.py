@@ -209,3 +209,16 @@ def test_worker_names_show_what_tells_them_apart() -> None:
     out = text(board)
     assert "…1@pulp" in line_of(out, "t1") and "…2@pulp" in line_of(out, "t2")
     assert "reserved_resource" not in out
+
+
+def test_children_are_indented_under_their_parent() -> None:
+    board = Board()
+    board.apply(Report(task_id="kid-b", state="running", seq=1), 995)  # seen before its parent
+    board.apply(Report(task_id="other", state="running", seq=1), 996)
+    board.apply(
+        Report(task_id="parent", state="running", seq=1, spawned_tasks=["kid-a", "kid-b"]), 997
+    )
+    board.apply(Report(task_id="kid-a", state="running", seq=1), 998)
+    rows = [line.split("  ")[0] for line in text(board).splitlines()[2:]]
+    assert rows[rows.index("parent") + 1 : rows.index("parent") + 3] == ["└ kid-a", "└ kid-b"]
+    assert "other" in rows

@@ -168,6 +168,12 @@
 
   function fill(tr, task, now) {
     const shown = shownState(task);
+    if (tr.values_.family !== (task.family ? task.family.text : task.parent)) {
+      tr.values_.family = task.family ? task.family.text : task.parent;
+      const mark = task.family ? `▸ ${task.family.text}` : task.parent ? `↳ of ${task.parent}` : "";
+      tr.cells_.id.title = [task.id, mark].filter(Boolean).join("\n");
+      tr.dataset.family = task.family ? "parent" : task.parent ? "child" : "";
+    }
     tr.dataset.state = shown;
     setText(tr, "type", f.shortType(task.type), task.type || "");
     const state = tr.cells_.state;
@@ -176,10 +182,13 @@
       state.textContent = shown;
       state.className = `${f.stateClass(shown)}`;
     }
+    // A task that spawned others shows its family's progress: done when all of them are.
+    const measured = task.family ? { progress: task.family.progress } : task;
     const bar = tr.cells_.progress.firstChild;
-    f.setProgress(bar, task);
-    bar.title = task.grew ? "the work grew: the bar went back" : f.items(task);
-    const pct = f.percent(task) + (task.grew ? " ↻" : "");
+    f.setProgress(bar, measured);
+    bar.title = task.family ? `with the tasks it spawned: ${task.family.text}`
+      : task.grew ? "the work grew: the bar went back" : f.items(task);
+    const pct = f.percent(measured) + (task.grew ? " ↻" : "");
     if (bar.nextSibling.textContent !== pct) bar.nextSibling.textContent = pct;
     setText(tr, "items", f.items(task));
     setText(tr, "rate", f.rate(task.rate));
@@ -215,8 +224,77 @@
     }
     if (!task.steps.length) list.textContent = "this task reports no steps";
     td.append(list);
+    if (task.family) {
+      // Its children, each with its state and bar, and the family rolled up.
+      const family = document.createElement("p");
+      family.className = "family";
+      family.textContent = `with the ${task.children.length} task(s) it spawned: ` +
+        `${task.family.text}, ${Math.floor(task.family.progress * 100)}%, ETA ` +
+        `${f.duration(task.family.eta)}`;
+      const kids = document.createElement("ul");
+      kids.className = "children";
+      for (const id of task.children) {
+        const child = tasks.get(id);
+        const li = document.createElement("li");
+        const link = document.createElement("a");
+        link.href = `/tasks/${encodeURIComponent(id)}`;
+        link.textContent = id;
+        const state = document.createElement("span");
+        const shown = child ? shownState(child) : "not seen yet";
+        state.className = f.stateClass(shown);
+        state.textContent = shown;
+        const bar = document.createElement("progress");
+        f.setProgress(bar, child || { progress: 0 });
+        li.append(link, " ", state, " ", bar);
+        if (child && child.error) {
+          const error = document.createElement("span");
+          error.className = "child-error";
+          error.textContent = child.error;
+          li.append(" ", error);
+        }
+        kids.append(li);
+      }
+      td.append(family, kids);
+    }
     tr.append(td);
     return tr;
+  }
+
+  // The groups view: tasks sharing a group_id, rolled up; polled while it is open.
+  const groupsView = $("groups-view");
+  async function pollGroups() {
+    if (!groupsView.open) return;
+    try {
+      const response = await fetch("/api/groups", { headers: { Accept: "application/json" } });
+      if (response.ok) showGroups((await response.json()).groups);
+    } finally {
+      setTimeout(pollGroups, 2000);
+    }
+  }
+  groupsView.addEventListener("toggle", () => { if (groupsView.open) pollGroups(); });
+
+  function showGroups(groups) {
+    const rows = groups.map((group) => {
+      const tr = document.createElement("tr");
+      const cells = [group.id, String(group.members), group.text, null, f.duration(group.eta)];
+      for (const text of cells) {
+        const td = document.createElement("td");
+        if (text === null) {
+          const bar = document.createElement("progress");
+          f.setProgress(bar, group);
+          const pct = document.createElement("span");
+          pct.className = "pct";
+          pct.textContent = f.percent(group);
+          td.append(bar, pct);
+        } else {
+          td.textContent = text;
+        }
+        tr.append(td);
+      }
+      return tr;
+    });
+    $("groups").tBodies[0].replaceChildren(...rows);
+    $("no-groups").hidden = groups.length > 0;
   }
 
   function render() {
