@@ -83,6 +83,19 @@ async def test_steps_never_go_back_errors_show_and_stalls_are_flagged(
         await page.screenshot(path=str(steps_shot))
         task.finish()
 
+        # Worker names: what tells them apart (the start every shown name shares is cut).
+        for n in (1, 2):
+            worker = f"reserved_resource_worker-{n}@pulp.example.net"
+            pub.publish(
+                Report(task_id=f"w{n}-{unique}", state="running", worker_name=worker, tags=["w"])
+            )
+        await page.fill("#tag", "w")  # just these two rows
+        cell = row(page, f"w1-{unique}").locator("td.worker")
+        await until(lambda: _equals(cell.text_content(), "…1@pulp.example.net"))
+        await page.fill("#tag", "")
+        for n in (1, 2):
+            pub.publish(Report(task_id=f"w{n}-{unique}", state="finished", tags=["w"]))
+
         # A failure: its code and description in its row, not only in a tooltip.
         failed = f"failed-{unique}"
         error = TaskError(code="PLP0000", description="Invalid cross-device link")

@@ -28,6 +28,7 @@
     error: (t) => t.error || "",
   };
   let sortBy = null; // {key, dir}: dir 1 ascending, -1 descending
+  let shared = 0; // length of the start every shown worker name shares
   const expanded = new Set(); // ids whose steps are shown under their row
 
   const tasks = new Map(); // task id -> row, as the server last sent it
@@ -194,7 +195,9 @@
     setText(tr, "rate", f.rate(task.rate));
     setText(tr, "eta", f.duration(task.eta));
     setText(tr, "elapsed", f.duration(f.elapsed(task, now)));
-    setText(tr, "worker", task.worker || f.NO_VALUE, task.worker || "");
+    // What tells workers apart: the start all shown names share is cut.
+    const worker = task.worker ? (shared ? `…${task.worker.slice(shared)}` : task.worker) : "";
+    setText(tr, "worker", worker || f.NO_VALUE, task.worker || "");
     const tags = task.tags.join(", ");
     setText(tr, "tags", tags, tags);
     const silent = task.stalled ? `no report for ${f.duration(now - task.seen)}` : "";
@@ -310,6 +313,7 @@
     }
     matching.sort(order);
     const visible = matching.slice(0, MAX_ROWS);
+    shared = f.sharedStart(visible.map((task) => task.worker).filter(Boolean));
     const keep = new Set();
     let previous = null;
     for (const task of visible) {

@@ -23,6 +23,21 @@
     return CLOCK.format(new Date(seconds * 1000));
   }
 
+  /**
+   * How long the start is that all `names` share, cut after a separator (as
+   * streamer/view.py's distinct_names): 0 when under 4 characters or fewer than two names.
+   */
+  function sharedStart(names) {
+    if (new Set(names).size < 2) return 0;
+    let common = names.reduce((a, b) => {
+      let n = 0;
+      while (n < a.length && n < b.length && a[n] === b[n]) n += 1;
+      return a.slice(0, n);
+    }).length;
+    while (common && !"-_.@:/ ".includes(names[0][common - 1])) common -= 1;
+    return common < 4 ? 0 : common;
+  }
+
   /** A step's share done, as streamer/progress.py counts it (finished: 1; no total: 0). */
   function stepFraction(state, done, total) {
     if (state && DONE_STEPS.has(state.toLowerCase())) return 1;
@@ -88,6 +103,6 @@
 
   window.streamerFormat = {
     NO_VALUE, TERMINAL, duration, rate, items, shortType, elapsed, percent, stateClass, setProgress,
-    number, clock, stepFraction,
+    number, clock, stepFraction, sharedStart,
   };
 })();
