@@ -92,6 +92,7 @@ class TaskApi:
                     "seq": e.seq,
                     "state": e.state,
                     "reports": e.reports,
+                    "step": e.step,
                     "latency": max(e.at - e.sent_at, 0.0) if e.sent_at else None,
                 }
                 for e in self.history.get(task_id, ())

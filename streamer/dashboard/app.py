@@ -27,7 +27,7 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry
 
 from ..amqp import Delivery
-from ..board import Board
+from ..board import Board, TaskState
 from ..errors import ConfigError
 from ..metrics import BoardCollector, handler
 from ..receiver import VIEW_GATHER, Receiver, ReportReader
@@ -140,6 +140,8 @@ class Dashboard:
             gather=VIEW_GATHER,
         )
         self._source = self.receiver.describe()
+        self._changed: set[str] = set()  # tasks that reported since the last interval
+        self._next_step: dict[str, str] = {}  # tasks whose step changed: their next run's
         self._history_len = history
         self._history_tasks = history_tasks
         self._history: OrderedDict[str, deque[Entry]] = OrderedDict()
@@ -228,6 +230,7 @@ class Dashboard:
         """Fold a batch in: board, history, dirty set. Nothing else runs per report."""
         now = time.time()
         board, stream, histories = self.board, self.stream, self._history
+        changed, next_step = self._changed, self._next_step
         for _, _, report in self.reader(deliveries):
             task = board.apply(report, now)
             if task is None:  # stale or repeated: ignored
@@ -244,17 +247,30 @@ class Dashboard:
             else:
                 histories.move_to_end(task_id)
             seq, state = report.seq, report.state
-            if history and history[-1].state == state:  # the same run: one entry
+            step = next_step.pop(task_id, None) if next_step else None
+            if history and history[-1].state == state and step is None:  # the same run
                 history[-1] = history[-1].then(now, seq, report.sent_at)
-            else:
-                history.append(Entry(now, now, seq, seq, state, 1, report.sent_at))
+            else:  # a new run: a new state, or the step changed when we last looked
+                if step is None:
+                    step = _step_under_way(task)  # read progress: once per run, not per report
+                history.append(Entry(now, now, seq, seq, state, 1, report.sent_at, step))
+            changed.add(task_id)
 
     def _received(self) -> tuple[int, int]:
         """Messages received (malformed ones included) and how many of them were malformed."""
         return self.receiver.received, self.reader.malformed.total
 
     def _sample(self, now: float) -> None:
+        """Every interval: the rate, and the step changes of the tasks that reported."""
         self._rate = self._rate_window.sample(now, self._received()[0])
+        board, histories = self.board, self._history
+        for task_id in self._changed:
+            task, history = board.get(task_id), histories.get(task_id)
+            if task is not None and history:
+                step = _step_under_way(task)
+                if step != history[-1].step:  # its next report starts a run in that step
+                    self._next_step[task_id] = step
+        self._changed.clear()
 
     def summary(self) -> Summary:
         """The header: what the board holds and how the stream is doing."""
@@ -323,6 +339,12 @@ class Dashboard:
 
 async def _secure(request: web.Request, response: web.StreamResponse) -> None:
     response.headers.update(SECURITY_HEADERS)
+
+
+def _step_under_way(task: TaskState) -> str:
+    """The name of the task's first unfinished step ("" when none)."""
+    current = task.progress_of().current
+    return "" if current is None else current.name
 
 
 def _read_static(name: str) -> bytes:

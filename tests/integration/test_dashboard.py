@@ -706,3 +706,33 @@ async def test_families_and_groups_in_the_api(broker_url: str, exchange: str) ->
         assert [g["id"] for g in groups] == ["other", "zoo"]  # active first
         zoo = groups[1]
         assert zoo["members"] == 2 and zoo["progress"] == 1.0 and zoo["text"] == "2 of 2 finished"
+
+
+async def test_history_notes_step_changes(broker_url: str, exchange: str) -> None:
+    """A state change starts a history entry at once; a step change when the dashboard looks
+    (every interval), not per report."""
+    async with dashboard(broker_url, exchange) as dash:
+        steps = {"metadata": {"state": "NOT_STARTED"}, "content": {"state": "NOT_STARTED"}}
+        seq = 0
+
+        def send(state: str, **changes: dict[str, Any]) -> None:
+            nonlocal seq
+            seq += 1
+            steps.update(changes)
+            report = Report(task_id="t", state=state, seq=seq, progress_report=dict(steps))  # type: ignore[arg-type]
+            dash._on_batch([delivery(report)])
+
+        send("running", metadata={"items_done": 1, "items_total": 2})
+        send("running", metadata={"items_done": 2, "items_total": 2, "state": "FINISHED"})
+        dash._sample(time.time())
+        for n in range(1, 4):
+            send("running", content={"items_done": n, "items_total": 3})
+        dash._sample(time.time())
+        send("finished", content={"items_done": 3, "items_total": 3, "state": "FINISHED"})
+        dash._sample(time.time())
+        history = [(e.state, e.step, e.first_seq, e.seq) for e in dash._history["t"]]
+        assert history == [
+            ("running", "metadata", 1, 2),
+            ("running", "content", 3, 5),  # from the first report after it looked
+            ("finished", "", 6, 6),  # every step done
+        ], history

@@ -59,7 +59,8 @@
       const seqs = entry.first_seq === entry.seq ? String(entry.seq) : `${entry.first_seq}–${entry.seq}`;
       const when = entry.reports > 1 ? `${f.clock(entry.first)} – ${f.clock(entry.at)}` : f.clock(entry.at);
       tr.append(
-        cell(when), cell(entry.state), cell(seqs, true), cell(f.number.format(entry.reports), true),
+        cell(when), cell(entry.step ? `${entry.state} · ${entry.step}` : entry.state),
+        cell(seqs, true), cell(f.number.format(entry.reports), true),
         cell(latency, true),
       );
       return tr;
