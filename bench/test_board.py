@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import msgspec
 from pytest_benchmark.fixture import BenchmarkFixture
 
 from streamer import Report, decode, encode
@@ -30,6 +31,20 @@ def _reports() -> list[Report]:
 
 REPORTS = _reports()
 BODIES = [encode(r) for r in REPORTS]
+# The same, in families and groups: every tenth task spawned the nine after it, and every
+# task belongs to one of ten groups (what the family tracking costs per report).
+FAMILY_REPORTS = [
+    msgspec.structs.replace(
+        r,
+        group_id=f"repo-{int(r.task_id[1:]) % 10}",
+        spawned_tasks=(
+            [f"t{int(r.task_id[1:]) + k}" for k in range(1, 10)]
+            if int(r.task_id[1:]) % 10 == 0
+            else []
+        ),
+    )
+    for r in REPORTS
+]
 
 
 def test_fold_reports(benchmark: BenchmarkFixture) -> None:
@@ -56,3 +71,22 @@ def test_decode_and_fold(benchmark: BenchmarkFixture) -> None:
         return board
 
     assert benchmark(fold).reports == TASKS * PER_TASK
+
+
+def test_fold_reports_in_families(benchmark: BenchmarkFixture) -> None:
+    """The same 10,000 reports with parents, children and groups: links kept up per report;
+    then one read of every family and group, as a view does."""
+
+    def fold() -> Board:
+        board = Board()
+        for r in FAMILY_REPORTS:
+            board.apply(r, 0.0)
+        return board
+
+    board = benchmark(fold)
+    assert board.reports == TASKS * PER_TASK
+    parent = board.get("t0")
+    assert parent is not None
+    family = board.family(parent, now=0.0)
+    assert family is not None and family.members == 10 and family.progress == 1.0
+    assert len(board.groups(now=0.0)) == 10
