@@ -35,6 +35,7 @@ _MAX_LATENCY: Final = 3600.0  # end-to-end latencies beyond an hour are clock sk
 #: reports) without one.
 _STALL_INTERVALS: Final = 10
 _STEP: Final = 1.1  # how fast the typical interval follows (a streaming median, in log)
+_MIN_INTERVAL: Final = 1e-3  # seconds: the typical interval never reaches 0 (it could not grow)
 
 
 def _timestamp(value: datetime | None) -> float | None:
@@ -86,11 +87,11 @@ class TaskState:
         gap = now - self.last_seen
         interval = self.interval
         if interval is None:
-            self.interval = gap
+            self.interval = max(gap, _MIN_INTERVAL)
         elif gap > interval:
             self.interval = interval * _STEP
-        else:
-            self.interval = max(interval / _STEP, 1e-3)
+        else:  # (reports of one socket read share a time: a gap of 0 is common)
+            self.interval = max(interval / _STEP, _MIN_INTERVAL)
         self.report = report
         self.last_seen = now
         if report.progress_report:

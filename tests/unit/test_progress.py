@@ -144,3 +144,19 @@ def test_a_silent_task_is_stalled_until_its_next_report() -> None:
     quick = fast.get("f")
     assert quick is not None
     assert not fast.stalled(quick, now=1.0 + 29) and fast.stalled(quick, now=1.0 + 31)
+
+
+def test_the_usual_interval_recovers_from_reports_that_came_together() -> None:
+    """Reports of one socket read share a time (a gap of 0): the estimate must still grow
+    when the task slows down, so a slow task is not called stalled after 30 s."""
+    board = Board(stall_after=30.0)
+    for seq in (1, 2):
+        board.apply(Report(task_id="t", state="running", seq=seq), now=0.0)  # one read
+    now = 0.0
+    for seq in range(3, 200):  # then one report a minute
+        now += 60.0
+        board.apply(Report(task_id="t", state="running", seq=seq), now=now)
+    task = board.get("t")
+    assert task is not None and task.interval is not None and task.interval > 50
+    assert not board.stalled(task, now=now + 300)  # 5 min: not 10 usual intervals yet
+    assert board.stalled(task, now=now + 60 * 11)
