@@ -264,13 +264,16 @@ class Dashboard:
         """Every interval: the rate, and the step changes of the tasks that reported."""
         self._rate = self._rate_window.sample(now, self._received()[0])
         board, histories = self.board, self._history
+        next_step = self._next_step
         for task_id in self._changed:
             task, history = board.get(task_id), histories.get(task_id)
-            if task is not None and history:
+            if task is not None and history and not task.finished:  # (no report will follow)
                 step = _step_under_way(task)
                 if step != history[-1].step:  # its next report starts a run in that step
-                    self._next_step[task_id] = step
+                    next_step[task_id] = step
         self._changed.clear()
+        if len(next_step) > self._history_tasks:  # tasks that went silent or left the board
+            self._next_step = {k: v for k, v in next_step.items() if k in histories}
 
     def summary(self) -> Summary:
         """The header: what the board holds and how the stream is doing."""
