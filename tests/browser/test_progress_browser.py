@@ -11,6 +11,10 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
+from typing import Any
+
+from playwright.async_api import Page
 
 from streamer import Publisher, Report
 from streamer.report import TaskError
@@ -25,6 +29,24 @@ from tests.browser.test_dashboard_browser import (
 from tests.helpers import running_dashboard
 
 STEPS = {"metadata": 4, "content": 40, "errata": 12, "publish": 4}
+
+
+async def family_when(
+    page: Page, task_id: str, ready: Callable[[dict[str, Any]], bool]
+) -> dict[str, Any]:
+    """The page's roll-up of ``task_id``'s family, once ``ready`` says it is the one awaited."""
+
+    async def check() -> dict[str, Any] | None:
+        family = await page.evaluate(
+            "id => (window.streamerDashboard.tasks.get(id) || {}).family || null",
+            task_id,
+        )
+        return family if family and ready(family) else None
+
+    result: dict[str, Any] = await until(check)
+    return result
+
+
 SAMPLES = 20
 
 
@@ -122,31 +144,13 @@ async def test_steps_never_go_back_errors_show_and_stalls_are_flagged(
             pub.publish(Report(task_id=parent, state="finished", spawned_tasks=kids))
             for kid in kids[:2]:
                 pub.publish(Report(task_id=kid, state="finished"))
-            await until(
-                lambda parent=parent: page.evaluate(  # type: ignore[misc]
-                    "id => { const t = window.streamerDashboard.tasks.get(id);"
-                    " return t && t.family && t.family.states.finished === 3; }",
-                    parent,
-                )
-            )
-            family = await page.evaluate(
-                "id => window.streamerDashboard.tasks.get(id).family", parent
-            )
+            family = await family_when(page, parent, lambda f: f["states"].get("finished") == 3)
             assert family["progress"] < 1.0, family  # the parent finished, a child has not
             last = Report(
                 task_id=kids[2], state=outcome, error=error if outcome == "error" else None
             )
             pub.publish(last)
-            await until(
-                lambda parent=parent: page.evaluate(  # type: ignore[misc]
-                    "id => { const t = window.streamerDashboard.tasks.get(id);"
-                    " return t && t.family && !t.family.states.running; }",
-                    parent,
-                )
-            )
-            family = await page.evaluate(
-                "id => window.streamerDashboard.tasks.get(id).family", parent
-            )
+            family = await family_when(page, parent, lambda f: "running" not in f["states"])
             if outcome == "finished":
                 assert family["progress"] == 1.0 and family["text"] == "4 of 4 finished"
             else:
