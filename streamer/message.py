@@ -13,13 +13,14 @@ from typing import Any, Final
 
 import msgspec
 
-from .report import Report, decode
+from .report import Report, decode_fast
 
 __all__ = ["MALFORMED", "Malformed", "Message", "classify"]
 
 log = logging.getLogger(__name__)
 
 _LOG_INTERVAL: Final = 60.0
+_JSON: Final = "application/json"
 
 #: Kinds of malformed message, each a key of :attr:`~streamer.Consumer.counters`.
 MALFORMED: Final = (
@@ -78,10 +79,14 @@ def classify(body: bytes, content_type: str | None, max_body: int) -> Report | s
     """
     if len(body) > max_body:
         return "too_large"
-    if content_type and content_type.split(";")[0].strip().lower() != "application/json":
+    if (
+        content_type
+        and content_type != _JSON  # the common case, without parsing
+        and content_type.split(";")[0].strip().lower() != _JSON
+    ):
         return "content_type"
     try:
-        return decode(body)
+        return decode_fast(body)
     except msgspec.ValidationError as exc:
         return "bad_seq" if str(exc).endswith("`$.seq`") else "not_a_report"
     except UnicodeDecodeError:  # msgspec checks strings' UTF-8 and raises this one

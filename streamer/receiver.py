@@ -21,12 +21,9 @@ import logging
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Final
 
-import msgspec
-
 from .amqp import Connection, ConnectionCallbacks, Delivery, Link
 from .message import Malformed, classify
 from .report import Report
-from .report import decode as _decode
 from .settings import Settings, mask_url
 from .topology import plan
 
@@ -39,7 +36,6 @@ _CHANNEL = 1
 #: reads: they redraw a few times a second, so 5 ms cannot be seen, and fewer, larger reads
 #: save CPU (about a tenth of the dashboard's, measured) when reports trickle in.
 VIEW_GATHER: Final = 0.005
-_JSON: Final = "application/json"
 
 
 class ReportReader:
@@ -57,16 +53,8 @@ class ReportReader:
     def __call__(self, deliveries: list[Delivery]) -> list[tuple[str, bytes, Report]]:
         """``(routing key, body, report)`` of the well-formed deliveries, in order."""
         out: list[tuple[str, bytes, Report]] = []
-        append, max_body, decode = out.append, self.max_body, _decode
+        append, max_body = out.append, self.max_body
         for _, key, content_type, body in deliveries:
-            # The common case first: a JSON report within bounds takes one decode; anything
-            # else (or a decode error) goes through classify(), which names the problem.
-            if len(body) <= max_body and (content_type == _JSON or not content_type):
-                try:
-                    append((key, body, decode(body)))
-                    continue
-                except (msgspec.DecodeError, UnicodeDecodeError, ValueError):
-                    pass
             found = classify(body, content_type, max_body)
             if isinstance(found, str):
                 self.malformed.note(found, key, len(body))
