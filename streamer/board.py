@@ -275,14 +275,18 @@ class Board:
     def count_stalled(self, now: float | None = None) -> int:
         return len(self.stalled_tasks(now))
 
-    def apply(self, report: Report, now: float | None = None) -> TaskState | None:
+    def apply(
+        self, report: Report, now: float | None = None, *, replayed: bool = False
+    ) -> TaskState | None:
         """Fold one report in; returns the task's state, or None when the report was stale
         or a repeat (and ignored).
 
-        A report with ``seq`` 0 (not from a streamer publisher) always applies.
+        A report with ``seq`` 0 (not from a streamer publisher) always applies. A
+        ``replayed`` one (read from the history, ``now`` being when it was sent) is not a
+        latency observation.
         """
         now = time.time() if now is None else now
-        if report.sent_at:
+        if report.sent_at and not replayed:
             latency = now - report.sent_at
             if 0.0 <= latency <= _MAX_LATENCY:
                 self.latency.observe(latency)

@@ -6,7 +6,8 @@ subclasses to say what to do with the message they were given::
 
     StreamerError
      ├── ConfigError        (also ValueError)  a setting is unknown, mistyped or invalid
-     │    └── UntrustedCertificate             the broker's TLS certificate did not verify
+     │    ├── UntrustedCertificate             the broker's TLS certificate did not verify
+     │    └── NoHistory                        --since, but the exchange keeps no history
      ├── InvalidReport      (also ValueError)  a report cannot be published as given
      ├── BrokerError                           the broker refused us (consumers, handshakes)
      │    └── AuthenticationError              the broker rejected the credentials
@@ -29,6 +30,7 @@ __all__ = [
     "HaltConsumer",
     "InvalidReport",
     "Nack",
+    "NoHistory",
     "StreamerError",
     "UntrustedCertificate",
 ]
@@ -57,6 +59,13 @@ class UntrustedCertificate(ConfigError):
             f"{url}: the broker's TLS certificate is not trusted ({reason}); set ca_file to "
             "the CA bundle that signed it and connect by a host name it was issued for"
         )
+
+
+class NoHistory(ConfigError):
+    """A view was asked to start in the past (``--since``), but the exchange keeps no history.
+
+    ``streamer history enable`` starts one; it holds what is published from then on.
+    """
 
 
 class InvalidReport(StreamerError, ValueError):

@@ -7,7 +7,10 @@ from the frames (body, routing key, content type), handed over in one list per s
 and acknowledged in one ``basic.ack`` with ``multiple`` per batch, or not at all with
 ``no_ack`` for tools that only display. It declares its queues and bindings as the
 fedora-messaging-style consumer does (:mod:`streamer.topology`), reconnects and resumes by
-itself, and takes consume arguments (``x-stream-offset`` for a history stream).
+itself, and takes consume arguments. Given a ``stream`` (a stream queue, such as the
+exchange's history, :mod:`streamer.history`), it reads that queue from an offset instead,
+with acknowledgements (streams require them), and after a reconnect resumes at the message
+after the last one it handed over: nothing is shown twice and nothing is skipped.
 
 Backpressure is the socket's: a batch is handled before the next read, so a receiver that
 cannot keep up makes the broker hold (and, on a capped queue, drop the oldest) reports
@@ -25,7 +28,7 @@ from .amqp import Connection, ConnectionCallbacks, Delivery, Link
 from .message import Malformed, classify
 from .report import Report
 from .settings import Settings, mask_url
-from .topology import plan
+from .topology import Binding, plan
 
 __all__ = ["Receiver", "ReportReader"]
 
@@ -79,6 +82,11 @@ class Receiver(ConnectionCallbacks):
         no_ack: the broker forgets a message once sent: for tools that only display.
         arguments: ``basic.consume`` arguments (e.g. ``{"x-stream-offset": "first"}``).
         what: who is receiving, for log lines and the connection's name.
+        stream: read this existing stream queue (declared by someone else, e.g.
+            ``streamer history enable``) instead of declaring and binding queues; acks on.
+        offset: where to start reading ``stream``: ``"first"``, ``"last"``, ``"next"``, an
+            offset, or a :class:`datetime.datetime` (the broker starts at the chunk holding
+            it, so a few earlier messages may come first).
         gather: seconds to let deliveries pile up after a small read, so that one read (and
             one batch) carries many (see ``Connection.gather_reads``); for views that redraw
             a few times a second. 0 hands each read over at once.
@@ -100,6 +108,8 @@ class Receiver(ConnectionCallbacks):
         arguments: Mapping[str, Any] | None = None,
         what: str = "receiver",
         gather: float = 0.0,
+        stream: str | None = None,
+        offset: Any = "next",
     ) -> None:
         self.settings = settings
         self.on_batch = on_batch
@@ -107,6 +117,12 @@ class Receiver(ConnectionCallbacks):
         self.no_ack = no_ack
         self.arguments = dict(arguments or {})
         self.gather = gather
+        self.stream: str | None = None
+        self.start: Any = "next"
+        #: The stream offset of the last message handed over (-1: none yet).
+        self.offset = -1
+        if stream is not None:
+            self.read_stream(stream, offset)
         self._queues, self._bindings = plan(settings, bindings, queues)
         self.received = 0
         self.link = Link(
@@ -119,8 +135,20 @@ class Receiver(ConnectionCallbacks):
         )
         self._conn: Connection | None = None
 
+    @property
+    def bindings(self) -> list[Binding]:
+        """The bindings it declares (when not reading a stream)."""
+        return self._bindings
+
+    def read_stream(self, stream: str, offset: Any) -> None:
+        """Read ``stream`` from ``offset`` instead of the planned queues (call before
+        :meth:`run`); see the ``stream`` and ``offset`` arguments."""
+        self.stream, self.start, self.no_ack = stream, offset, False
+
     def describe(self) -> str:
         """What it receives, for people: the broker (password masked), exchanges, bindings."""
+        if self.stream is not None:
+            return f"{mask_url(self.settings.urls[0])}, stream {self.stream}"
         keys = ", ".join(
             f"{b.exchange} {key}" if len(self._bindings) > 1 else key
             for b in self._bindings
@@ -155,6 +183,9 @@ class Receiver(ConnectionCallbacks):
         """Declare exchanges, queues and bindings, then consume every queue on one channel."""
         self._conn = conn
         await conn.open_channel(_CHANNEL)
+        if self.stream is not None:
+            await self._read_stream(conn, self.stream)
+            return
         names: dict[str, str] = {}
         for queue in self._queues:
             names[queue.name] = await conn.declare_queue(
@@ -183,15 +214,29 @@ class Receiver(ConnectionCallbacks):
         if self.gather:  # from now on: set-up replies must not wait for it
             conn.gather_reads(self.gather)
 
+    async def _read_stream(self, conn: Connection, stream: str) -> None:
+        """Consume ``stream`` from the start offset, or after the last message handed over."""
+        await conn.check_queue(_CHANNEL, stream)
+        start = self.offset + 1 if self.offset >= 0 else self.start
+        arguments = {**self.arguments, "x-stream-offset": start}
+        await conn.consume(
+            _CHANNEL, stream, prefetch=self.prefetch, no_ack=False, arguments=arguments
+        )
+        if self.gather:
+            conn.gather_reads(self.gather)
+
     # -- the connection's events ----------------------------------------------------------
 
     def on_deliveries(self, channel: int, deliveries: list[Delivery]) -> None:
+        conn = self._conn
+        if self.stream is not None and conn is not None:
+            # (a numeric start offset is exact: the broker skips the chunk's earlier ones)
+            self.offset = conn.stream_offset(channel)
         self.received += len(deliveries)
         try:
             self.on_batch(deliveries)
         except Exception:  # a bug in a view must not cost the connection
             log.exception("handling %d deliveries failed", len(deliveries))
-        conn = self._conn
         if not self.no_ack and conn is not None:
             conn.ack(channel, deliveries[-1][0], multiple=True)
 

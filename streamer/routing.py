@@ -7,7 +7,7 @@ from typing import Final
 
 from .errors import InvalidReport
 
-__all__ = ["MAX_KEY_BYTES", "routing_key"]
+__all__ = ["MAX_KEY_BYTES", "TopicFilter", "routing_key"]
 
 MAX_KEY_BYTES: Final = 255
 _FORBIDDEN: Final = re.compile(r"[.*#\s]")
@@ -43,3 +43,42 @@ def routing_key(task_id: object, prefix: str = "tasks") -> str:
             f"{MAX_KEY_BYTES}"
         )
     return key
+
+
+class TopicFilter:
+    """Topic-exchange matching on our side: for reading a stream that holds every key (the
+    history) as if through bindings. ``*`` is one word, ``#`` any number of words (none too).
+
+    Matching is by word, and each key's answer is remembered (keys repeat: a task sends
+    hundreds of reports), so a report costs one dictionary look-up.
+    """
+
+    __slots__ = ("_known", "_patterns", "everything")
+
+    _MAX_KNOWN: Final = 100_000
+
+    def __init__(self, patterns: list[str] | tuple[str, ...]) -> None:
+        self._patterns = [tuple(p.split(".")) for p in patterns]
+        #: Whether every key matches (``#`` alone): then there is nothing to check.
+        self.everything = any(p == ("#",) for p in self._patterns)
+        self._known: dict[str, bool] = {}
+
+    def __call__(self, key: str) -> bool:
+        found = self._known.get(key)
+        if found is None:
+            words = tuple(key.split("."))
+            found = any(_match(p, words) for p in self._patterns)
+            if len(self._known) >= self._MAX_KNOWN:
+                self._known.clear()
+            self._known[key] = found
+        return found
+
+
+def _match(pattern: tuple[str, ...], words: tuple[str, ...]) -> bool:
+    """Whether ``words`` match ``pattern`` (words of a binding key)."""
+    if not pattern:
+        return not words
+    head, rest = pattern[0], pattern[1:]
+    if head == "#":
+        return any(_match(rest, words[i:]) for i in range(len(words) + 1))
+    return bool(words) and (head == "*" or head == words[0]) and _match(rest, words[1:])

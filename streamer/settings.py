@@ -110,6 +110,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
         stall_after: for the viewing tools: seconds without a report after which an active
             task shows as stalled (a worker that died mid-task), at least; a task that
             reports slowly gets 10 times its usual interval between reports.
+        history_max_age: keep a history of the exchange this long (``"1h"``, ``"7d"``): the
+            receiving commands (dashboard, watch, listen) declare it when they start, as
+            ``streamer history enable`` does (:mod:`streamer.history`). Default: none.
+        history_max_bytes: the history's size cap (``"1GB"``); the oldest go first.
     """
 
     url: str | tuple[str, ...] = DEFAULT_URL
@@ -137,6 +141,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     metrics_host: str = "127.0.0.1"
     max_seq_jump: int = 1_000_000
     stall_after: float = 30.0
+    history_max_age: str | None = None
+    history_max_bytes: str | int = "1GB"
 
     def __post_init__(self) -> None:
         for url in self.urls:
@@ -178,6 +184,11 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
             raise ConfigError("key_file is the key of cert_file: give cert_file too")
         if self.cert_file is not None and any(not u.startswith("amqps:") for u in self.urls):
             raise ConfigError("cert_file is for amqps:// URLs only (a certificate needs TLS)")
+        from .history import parse_duration, parse_size  # (it needs this module)
+
+        if self.history_max_age is not None:
+            parse_duration(self.history_max_age, "history_max_age")
+        parse_size(self.history_max_bytes, "history_max_bytes")
         if self.metrics_port is not None and not 0 <= self.metrics_port <= 65535:
             raise ConfigError(f"metrics_port must be 0..65535, got {self.metrics_port}")
 

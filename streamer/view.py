@@ -64,6 +64,8 @@ class Counters:
     received: int = 0
     malformed: int = 0
     rate: float = 0.0
+    #: How much of the history has been replayed (0..1); None when live.
+    replaying: float | None = None
     _window: RateWindow = field(default_factory=RateWindow, repr=False)
 
     def sample(self, now: float) -> None:

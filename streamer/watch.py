@@ -31,6 +31,7 @@ from rich.text import Text
 
 from .amqp import Delivery
 from .board import Board, TaskState
+from .history import Replay, Since, replay_for, stream_name
 from .receiver import VIEW_GATHER, Receiver, ReportReader
 from .routing import routing_key
 from .settings import Settings
@@ -129,6 +130,9 @@ def _rate(rate: float | None) -> str:
 def _header(board: Board, counters: Counters) -> Text:
     by_state = board.by_state()
     header = Text()
+    if counters.replaying is not None:
+        header.append(f"replaying… {counters.replaying:.0%}", style="bold cyan")
+        header.append("  │  ")
     header.append(f"{len(board):,} task{'' if len(board) == 1 else 's'}", style="bold")
     if by_state:
         header.append(": ")
@@ -232,8 +236,12 @@ class _Watcher:
         on_change: Callable[[TaskState, float], None] | None = None,
         *,
         settings: Settings,
+        replay: Replay | None = None,
     ) -> None:
         self.task_id = task_id
+        self.replay = replay
+        #: The stream offset handed over last (set by the view to its receiver's).
+        self.offset: Callable[[], int] = lambda: -1
         self.board = Board(max_seq_jump=settings.max_seq_jump, stall_after=settings.stall_after)
         self.counters = Counters()
         self.reader = ReportReader(settings.max_body)
@@ -248,8 +256,18 @@ class _Watcher:
         self.counters.malformed = self.reader.malformed.total
         apply = self.board.apply
         followed = self.task_id
-        for _, _, report in reports:
-            apply(report, now)
+        replay = self.replay
+        if replay is not None:
+            self.counters.replaying = replay.progress(self.offset())
+        for key, _, report in reports:
+            if replay is None:
+                apply(report, now)
+            elif not replay.keeps(key, report):
+                continue
+            elif report.sent_at and report.sent_at < replay.started:
+                apply(report, report.sent_at, replayed=True)  # as it was then
+            else:
+                apply(report, now)
             if report.task_id == followed:
                 self._followed_changed(now)
 
@@ -289,6 +307,7 @@ async def watch(
     max_rows: int = 30,
     console: Console | None = None,
     stop: asyncio.Event | None = None,
+    since: Since | None = None,
 ) -> int:
     """Show the tasks on the exchange until ``stop`` (or until the followed task ends).
 
@@ -298,7 +317,8 @@ async def watch(
     which something arrived.
 
     Only reports published after the subscription is bound are seen (reports are never
-    queued for late listeners): follow a task before it ends.
+    queued for late listeners), unless ``since`` reads the exchange's history first
+    (:mod:`streamer.history`): then a task that ended before is shown as it ended.
 
     Returns:
         the exit code: see :data:`EXIT_CODES` and :data:`EXIT_STOPPED`; 0 without
@@ -306,6 +326,7 @@ async def watch(
 
     Raises:
         InvalidReport: ``task_id`` cannot be a routing-key word.
+        NoHistory: ``since`` was given, and the exchange keeps no history.
     """
     console = console if console is not None else Console()
     stop = stop if stop is not None else asyncio.Event()
@@ -313,10 +334,12 @@ async def watch(
     prefix = settings.routing_prefix
     binding = routing_key(task_id, prefix) if task_id is not None else f"{prefix}.#"
     plain = not console.is_terminal
+    replay = await replay_for(settings, since, [binding])
     watcher = _Watcher(
         task_id,
         _OnChange(console) if plain and task_id is not None else None,
         settings=settings,
+        replay=replay,
     )
 
     # The fast receiver, without acks (a view only displays); it reconnects by itself, so the
@@ -328,7 +351,12 @@ async def watch(
         no_ack=True,
         what="watch",
         gather=VIEW_GATHER,
+        stream=stream_name(settings) if replay is not None else None,
+        offset=replay.since.offset if replay is not None else "next",
     )
+    watcher.offset = lambda: receiver.offset
+    if replay is not None:
+        watcher.counters.replaying = replay.progress(-1)
     consuming = asyncio.ensure_future(receiver.run())
     waiters: set[asyncio.Future[Any]] = {
         consuming,

@@ -11,6 +11,8 @@ frames. So this protocol reads ``basic.ack``/``basic.nack`` and the three frames
 A delivery is handed over as a plain tuple ``(delivery_tag, routing_key, content_type,
 body)``: all the receiving tools need, with one small allocation per message. The deliveries
 of one socket read arrive in one list, so a consumer folds (and acknowledges) in batches.
+On a stream queue's channel the reader also notes each message's ``x-stream-offset`` header
+(:meth:`Connection.stream_offset`), so a reader can resume after the last one it handled.
 
 Over 500 lines because it is one ``asyncio.Protocol``: the frame reader, the handshake and
 the channel methods share the connection's state, and the reader is the hot path of both
@@ -46,6 +48,18 @@ Delivery = tuple[int, str, str, bytes]
 _FRAME_HDR: Final = struct.Struct(">BHI")
 _ACK_BODY: Final = struct.Struct(">HHQB")  # class, method, delivery tag, bits
 _U64: Final = struct.Struct(">Q")
+_U32: Final = struct.Struct(">I")
+_I64: Final = struct.Struct(">q")
+_STREAM_OFFSET: Final = b"x-stream-offset"
+# Sizes of the fixed-size AMQP field-table values, by type tag (RabbitMQ's dialect); the
+# others ('S', 'x', 'F', 'A') carry a 4-byte length.
+_FIELD_SIZES: Final = {
+    ord(tag): size
+    for tag, size in (
+        ("t", 1), ("b", 1), ("B", 1), ("s", 2), ("u", 2), ("I", 4), ("i", 4),
+        ("l", 8), ("L", 8), ("f", 4), ("d", 8), ("D", 5), ("T", 8), ("V", 0),
+    )
+}  # fmt: skip
 _HEARTBEAT: Final = frame.marshal(heartbeat.Heartbeat(), 0)
 _FRAME_MAX: Final = 131072
 _ACCESS_REFUSED: Final = 403
@@ -91,9 +105,20 @@ class _Incoming:
     """The message being read on one consuming channel (its deliver, then header, then body
     frames), and the messages of this read already complete."""
 
-    __slots__ = ("channel", "content_type", "done", "key", "parts", "remaining", "tag")
+    __slots__ = (
+        "channel",
+        "content_type",
+        "done",
+        "key",
+        "offset",
+        "parts",
+        "reading",
+        "remaining",
+        "stream",
+        "tag",
+    )
 
-    def __init__(self, channel: int) -> None:
+    def __init__(self, channel: int, stream: bool = False) -> None:
         self.channel = channel
         self.done: list[Delivery] = []
         self.tag = 0
@@ -101,6 +126,9 @@ class _Incoming:
         self.content_type = ""
         self.remaining = -1  # body bytes still to come; -1: waiting for the header
         self.parts: list[bytes] = []
+        self.stream = stream  # a stream queue's channel: note x-stream-offset
+        self.reading = -1  # the offset of the message being read
+        self.offset = -1  # the offset of the last complete message
 
 
 class Connection(asyncio.Protocol):
@@ -188,6 +216,7 @@ class Connection(asyncio.Protocol):
                     body = parts[0] if len(parts) == 1 else b"".join(parts)
                     msg.parts = []
                     msg.remaining = -1
+                    msg.offset = msg.reading
                     if not msg.done:
                         got = got or []
                         got.append(msg)
@@ -199,6 +228,8 @@ class Connection(asyncio.Protocol):
                     msg.content_type = buf[pos + 22 : pos + 22 + length].decode("latin-1")
                 else:
                     msg.content_type = ""
+                if msg.stream:
+                    msg.reading = _stream_offset(buf, pos)
                 if body_size:
                     msg.remaining = body_size
                 else:
@@ -206,6 +237,7 @@ class Connection(asyncio.Protocol):
                         got = got or []
                         got.append(msg)
                     msg.done.append((msg.tag, msg.key, msg.content_type, b""))
+                    msg.offset = msg.reading
             elif kind == 1 and buf[pos + 7 : pos + 11] == _DELIVER:
                 at = pos + 12 + buf[pos + 11]  # past the consumer tag
                 msg.tag = _U64.unpack_from(buf, at)[0]
@@ -234,6 +266,8 @@ class Connection(asyncio.Protocol):
                                 got = got or []
                                 got.append(msg)
                             msg.done.append((msg.tag, msg.key, content_type, buf[body + 7 : stop]))
+                            if msg.stream:
+                                msg.offset = _stream_offset(buf, head)
                         else:
                             stop = head - 1
                     # else: as before, the header frame is read by the loop's next turn
@@ -459,6 +493,20 @@ class Connection(asyncio.Protocol):
         assert isinstance(ok, commands.Queue.DeclareOk)
         return ok.queue or name
 
+    async def check_queue(self, channel: int, name: str) -> None:
+        """Make sure queue ``name`` exists without declaring it (a passive declare).
+
+        Raises:
+            BrokerError: code 404 when it does not (the channel is closed then).
+        """
+        await self.call(commands.Queue.Declare(queue=name, passive=True), channel)
+
+    async def delete_queue(self, channel: int, name: str) -> int:
+        """Delete queue ``name``; returns the messages it held (0 when it did not exist)."""
+        ok = await self.call(commands.Queue.Delete(queue=name), channel)
+        assert isinstance(ok, commands.Queue.DeleteOk)
+        return int(ok.message_count or 0)
+
     async def bind(self, channel: int, queue: str, exchange: str, key: str) -> None:
         await self.call(
             commands.Queue.Bind(queue=queue, exchange=exchange, routing_key=key), channel
@@ -475,7 +523,8 @@ class Connection(asyncio.Protocol):
     ) -> None:
         """Start delivering ``queue`` on ``channel`` (``prefetch`` unacknowledged at most)."""
         await self.call(commands.Basic.Qos(prefetch_count=min(prefetch, 65535)), channel)
-        self._incoming[channel] = _Incoming(channel)  # deliveries may follow consume-ok at once
+        # Deliveries may follow consume-ok at once: be ready for them.
+        self._incoming[channel] = _Incoming(channel, stream="x-stream-offset" in (arguments or {}))
         try:
             await self.call(
                 commands.Basic.Consume(queue=queue, no_ack=no_ack, arguments=arguments or {}),
@@ -484,6 +533,12 @@ class Connection(asyncio.Protocol):
         except BaseException:
             self._incoming.pop(channel, None)
             raise
+
+    def stream_offset(self, channel: int) -> int:
+        """The ``x-stream-offset`` of the last complete delivery on ``channel`` (-1: none yet,
+        or the channel does not consume a stream)."""
+        msg = self._incoming.get(channel)
+        return msg.offset if msg is not None else -1
 
     def ack(self, channel: int, tag: int, *, multiple: bool = True) -> None:
         """Acknowledge delivery ``tag`` (and, with ``multiple``, every one before it)."""
@@ -556,6 +611,36 @@ class Connection(asyncio.Protocol):
     @property
     def transport(self) -> asyncio.Transport | None:
         return self._transport
+
+
+def _stream_offset(buf: bytes, head: int) -> int:
+    """The ``x-stream-offset`` header of the content header frame at ``head`` (-1: none).
+
+    Only the properties before the header table are skipped and only the table is walked:
+    a stream delivery's offset is all a reader needs from its properties.
+    """
+    flags = buf[head + 19]
+    at = head + 21
+    if flags & 0x80:  # content_type
+        at += 1 + buf[at]
+    if flags & 0x40:  # content_encoding
+        at += 1 + buf[at]
+    if not flags & 0x20:  # no headers
+        return -1
+    stop = at + 4 + _U32.unpack_from(buf, at)[0]
+    at += 4
+    sizes = _FIELD_SIZES
+    while at < stop:
+        length = buf[at]
+        key = buf[at + 1 : at + 1 + length]
+        at += 1 + length
+        tag = buf[at]
+        at += 1
+        if tag == 0x6C and key == _STREAM_OFFSET:  # 'l': a signed 64-bit integer
+            return int(_I64.unpack_from(buf, at)[0])
+        size = sizes.get(tag)
+        at += size if size is not None else 4 + _U32.unpack_from(buf, at)[0]
+    return -1
 
 
 def _reply_error(

@@ -13,6 +13,7 @@ from ._common import Group
 from .consume import consume
 from .dashboard import dashboard
 from .demo import demo
+from .history import history
 from .listen import listen
 from .simulate import simulate
 from .watch import watch
@@ -31,5 +32,5 @@ def main() -> None:
     """
 
 
-for _command in (consume, dashboard, demo, listen, simulate, watch):
+for _command in (consume, dashboard, demo, history, listen, simulate, watch):
     main.add_command(_command)

@@ -32,6 +32,7 @@ __all__ = [
     "on_signals",
     "run",
     "settings_from",
+    "since_option",
     "task_key",
     "usage_error",
 ]
@@ -67,6 +68,27 @@ def common_options(func: F) -> F:
     func = click.option("-e", "--exchange", help="Topic exchange (default: streamer).")(func)
     func = click.option("--url", help="Broker URL (default: $STREAMER_URL or the local one).")(func)
     return func
+
+
+def since_option(help_text: str) -> Callable[[F], F]:
+    """--since: where a view starts reading the exchange's history."""
+    return click.option(
+        "--since",
+        metavar="WHEN",
+        callback=_parse_since,
+        help=help_text,
+    )
+
+
+def _parse_since(ctx: click.Context, param: click.Parameter, value: str | None) -> Any:
+    from ..history import parse_since
+
+    if value is None or value.strip().lower() == "now":
+        return value and "now"
+    try:
+        return parse_since(value)
+    except ConfigError as exc:
+        raise click.BadParameter(str(exc).removeprefix("--since "), ctx, param) from None
 
 
 def settings_from(

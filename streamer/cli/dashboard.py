@@ -8,9 +8,10 @@ from typing import TYPE_CHECKING
 import click
 
 from ..errors import ConfigError
+from ..history import Since
 from ..settings import mask_url
 from ..topology import consumer_tables
-from ._common import common_options, on_signals, run, settings_from, usage_error
+from ._common import common_options, on_signals, run, settings_from, since_option, usage_error
 
 if TYPE_CHECKING:
     from ..dashboard import Dashboard
@@ -60,6 +61,10 @@ if TYPE_CHECKING:
     show_default=True,
     help="History entries kept per task, shown on its page (one per run of reports in one state).",
 )
+@since_option(
+    "Read the exchange's history from WHEN first ('first', 1h, 10m or an ISO time), then "
+    "live; 'now' reads live only. Default: all of the history, when the exchange keeps one."
+)
 def dashboard(
     url: str | None,
     exchange: str | None,
@@ -72,14 +77,17 @@ def dashboard(
     basic_auth: str | None,
     max_tasks: int,
     history: int,
+    since: Since | str | None,
 ) -> int:
     """Serve a live web page of the tasks on the exchange, with /metrics and a JSON API.
 
     Routes: / (the live table: progress, rate, ETA, filters), /tasks/<id> (one task and its
     recent reports), /api/tasks, /metrics (Prometheus), /healthz. The page is updated by
-    server-sent events a few times a second, however fast reports arrive. Only reports
-    published after it starts are seen. --config may hold [[bindings]] and [queues.<name>]
-    tables, as for consume.
+    server-sent events a few times a second, however fast reports arrive. When the exchange
+    keeps a history (`streamer history enable`), it reads all of it first (or from --since),
+    so a restarted dashboard shows what it showed before; otherwise only reports published
+    after it starts are seen. --config may hold [[bindings]] and [queues.<name>] tables, as
+    for consume.
 
     \b
     Examples:
@@ -98,6 +106,8 @@ def dashboard(
         auth = Auth(token=token, basic=basic) if token is not None or basic is not None else None
     except ConfigError as exc:
         usage_error(str(exc))
+    if isinstance(since, Since) and queues:
+        usage_error("--since reads the exchange's history; it cannot read the [queues] of --config")
     if auth is None and not is_loopback(host):
         usage_error(
             f"--host {host} is not a loopback address: anyone who can reach it would see every "
@@ -114,6 +124,8 @@ def dashboard(
         max_finished=min(1_000, max_tasks),
         history=history,
         prefetch=prefetch or 2_000,
+        since=since if isinstance(since, Since) else None,
+        replay=since != "now",
     )
     return run(verbose, _serve(board))
 

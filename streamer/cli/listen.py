@@ -9,9 +9,10 @@ import click
 import msgspec
 
 from ..amqp import Delivery
+from ..history import Since, replay_for, stream_name
 from ..receiver import VIEW_GATHER, Receiver, ReportReader
 from ..settings import Settings, replace_host
-from ._common import common_options, on_signals, run, settings_from, task_key
+from ._common import common_options, on_signals, run, settings_from, since_option, task_key
 
 encode_json = msgspec.json.Encoder().encode
 
@@ -58,6 +59,10 @@ encode_json = msgspec.json.Encoder().encode
     metavar="S",
     help="Exit after S seconds.",
 )
+@since_option(
+    "Print the exchange's history first, from WHEN: 'first', a duration back from now "
+    "(5m, 1h) or an ISO time; then go on live. Needs 'streamer history enable'."
+)
 def listen(
     url: str | None,
     exchange: str | None,
@@ -71,6 +76,7 @@ def listen(
     as_json: bool,
     count: int | None,
     timeout: float | None,
+    since: Since | str | None,
 ) -> int:
     """Print reports published to the exchange (a superset of Pulp's listen.py).
 
@@ -78,11 +84,14 @@ def listen(
     queue (exclusive, auto-deleted, capped at 10,000 messages) is bound to each key; the
     listener reconnects by itself after a broker restart. Malformed messages are skipped and
     counted (a summary goes to stderr at exit). Exits 0 on Ctrl-C/SIGTERM, after --count
-    messages or after --timeout seconds.
+    messages or after --timeout seconds. With --since it reads the exchange's history
+    (`streamer history`) from that time, then live from the same stream: nothing twice,
+    nothing missed in between.
 
     \b
     Examples:
       streamer listen -q -s 'tasks.*'
+      streamer listen --since 5m --task 8f3c
       streamer listen -a broker.example.com -p 5672 -e pulp
       streamer listen --task 8f3c --json | jq .report.state
     """
@@ -92,7 +101,8 @@ def listen(
     keys = list(subjects) + [task_key("--task", task_id, settings) for task_id in task_ids]
     keys = list(dict.fromkeys(keys)) or [f"{settings.routing_prefix}.#"]
     mode = "quiet" if quiet else "json" if as_json else "plain"
-    return run(verbose, _listen(settings, keys, mode, count, timeout))
+    start = since if isinstance(since, Since) else None
+    return run(verbose, _listen(settings, keys, mode, count, timeout, start))
 
 
 async def _listen(
@@ -101,10 +111,13 @@ async def _listen(
     mode: str,
     count: int | None,
     timeout: float | None,
+    since: Since | None,
 ) -> int:
-    """Print every report on ``keys`` through the fast receiver (no acks: it only displays)."""
+    """Print every report on ``keys`` through the fast receiver (no acks: it only displays;
+    reading the history, acks, as a stream requires them)."""
     import asyncio
 
+    replay = await replay_for(settings, since, keys)
     reader = ReportReader(settings.max_body)
     out = sys.stdout.buffer
     seen = 0
@@ -120,6 +133,10 @@ async def _listen(
         if stopping:
             return  # in flight when we were told to stop
         reports = reader(deliveries)
+        if replay is not None:
+            reports = [r for r in reports if replay.keeps(r[0], r[2])]
+            if not replay.caught_up and replay.progress(receiver.offset) is None:
+                click.echo("listen: caught up with the history; live from here", err=True)
         if count is not None:
             reports = reports[: count - seen]
         if not reports:
@@ -148,6 +165,8 @@ async def _listen(
         no_ack=True,
         what="listen",
         gather=VIEW_GATHER,
+        stream=stream_name(settings) if replay is not None else None,
+        offset=replay.since.offset if replay is not None else "next",
     )
     loop = asyncio.get_running_loop()
     timer = loop.call_later(timeout, stop) if timeout is not None else None

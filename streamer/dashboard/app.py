@@ -29,6 +29,7 @@ from prometheus_client import CollectorRegistry
 from ..amqp import Delivery
 from ..board import Board, TaskState
 from ..errors import ConfigError
+from ..history import Replay, Since, replay_for, stream_name
 from ..metrics import BoardCollector, handler
 from ..receiver import VIEW_GATHER, Receiver, ReportReader
 from ..settings import Settings
@@ -95,6 +96,11 @@ class Dashboard:
         history_tasks: tasks whose history is kept (the most recently updated).
         interval: seconds between two batches of the event stream.
         prefetch: the broker's flow-control window for the receiver's queue.
+        since: read the exchange's history from there first (:mod:`streamer.history`),
+            then go on live from the same stream.
+        replay: without ``since``, read the whole history first when the exchange keeps
+            one, so a restarted dashboard shows what it showed before (not with ``queues``,
+            which say what to read).
     """
 
     def __init__(
@@ -112,6 +118,8 @@ class Dashboard:
         history_tasks: int = 1_000,
         interval: float = 0.25,
         prefetch: int = 2_000,
+        since: Since | None = None,
+        replay: bool = True,
     ) -> None:
         if history < 1 or history_tasks < 1:
             raise ConfigError("history and history_tasks must be at least 1")
@@ -140,6 +148,18 @@ class Dashboard:
             gather=VIEW_GATHER,
         )
         self._source = self.receiver.describe()
+        if since is not None and queues:
+            raise ConfigError("since reads the exchange's history; it cannot read named queues")
+        self._since, self._by_default = since, replay and not queues
+        self._keys = [
+            key
+            for binding in self.receiver.bindings
+            if binding.exchange == settings.exchange
+            for key in binding.routing_keys
+        ]
+        self._replay: Replay | None = None
+        self._probe: asyncio.Future[Replay | None] | None = None
+        self._replayed = ""  # the page's note on what was replayed
         self._changed: set[str] = set()  # tasks that reported since the last interval
         self._next_step: dict[str, str] = {}  # tasks whose step changed: their next run's
         self._history_len = history
@@ -186,8 +206,22 @@ class Dashboard:
             raise
         if self.port == 0:
             self.port = int(runner.addresses[0][1])
-        self._consuming = asyncio.ensure_future(self.receiver.run())
+        self._consuming = asyncio.ensure_future(self._receive())
         self._broadcasting = asyncio.ensure_future(self.stream.run())
+
+    async def _receive(self) -> None:
+        """Read the history first (if any, or asked for), then live."""
+        self._probe = asyncio.ensure_future(
+            replay_for(self.settings, self._since, self._keys, by_default=self._by_default)
+        )
+        replay = await self._probe  # (waits for a broker that does not answer yet)
+        if replay is not None:
+            name = stream_name(self.settings)
+            self.receiver.read_stream(name, replay.since.offset)
+            self._source = self.receiver.describe()
+            self._replayed = f"{name} from {replay.since.text}"
+            self._replay = replay
+        await self.receiver.run()
 
     async def wait(self) -> None:
         """Until receiving ends: after :meth:`close`, or raising why the receiver gave up
@@ -201,6 +235,8 @@ class Dashboard:
         if self._phase in (Phase.CLOSING, Phase.CLOSED):
             return
         self._phase = Phase.CLOSING
+        if self._probe is not None:
+            self._probe.cancel()
         self.receiver.stop()
         self.stream.close()
         if self._broadcasting is not None:
@@ -228,11 +264,21 @@ class Dashboard:
 
     def _on_batch(self, deliveries: list[Delivery]) -> None:
         """Fold a batch in: board, history, dirty set. Nothing else runs per report."""
-        now = time.time()
+        now = at = time.time()
         board, stream, histories = self.board, self.stream, self._history
         changed, next_step = self._changed, self._next_step
-        for _, _, report in self.reader(deliveries):
-            task = board.apply(report, now)
+        replay = self._replay
+        for key, _, report in self.reader(deliveries):
+            if replay is None:
+                task = board.apply(report, now)
+            elif not replay.keeps(key, report):
+                continue
+            elif report.sent_at and report.sent_at < replay.started:
+                at = report.sent_at  # from the history: folded as it was then
+                task = board.apply(report, at, replayed=True)
+            else:
+                at = now
+                task = board.apply(report, now)
             if task is None:  # stale or repeated: ignored
                 continue
             task_id = report.task_id
@@ -249,11 +295,11 @@ class Dashboard:
             seq, state = report.seq, report.state
             step = next_step.pop(task_id, None) if next_step else None
             if history and history[-1].state == state and step is None:  # the same run
-                history[-1] = history[-1].then(now, seq, report.sent_at)
+                history[-1] = history[-1].then(at, seq, report.sent_at)
             else:  # a new run: a new state, or the step changed when we last looked
                 if step is None:
                     step = _step_under_way(task)  # read progress: once per run, not per report
-                history.append(Entry(now, now, seq, seq, state, 1, report.sent_at, step))
+                history.append(Entry(at, at, seq, seq, state, 1, report.sent_at, step))
             changed.add(task_id)
 
     def _received(self) -> tuple[int, int]:
@@ -291,6 +337,8 @@ class Dashboard:
             consuming=self.consuming.is_set(),
             stalled=board.count_stalled(),
             source=self._source,
+            replaying=self._replay.progress(self.receiver.offset) if self._replay else None,
+            history=self._replayed,
         )
 
     # -- the web app ----------------------------------------------------------------------

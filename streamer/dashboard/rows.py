@@ -135,6 +135,8 @@ class Summary(msgspec.Struct, frozen=True, kw_only=True):
     consuming: bool
     stalled: int = 0
     source: str = ""  # what it watches: broker (password masked), exchange, bindings
+    replaying: float | None = None  # how much of the history is read (0..1); None: live
+    history: str = ""  # the history it read first ("streamer.history from first"), if any
 
 
 class Batch(msgspec.Struct, frozen=True, kw_only=True):

@@ -346,9 +346,7 @@
     }
     $("empty").hidden = tasks.size > 0 || summary === null;
     if (summary !== null && tasks.size === 0) {
-      $("empty").textContent =
-        `No task yet. Watching ${summary.source}; only reports published after the ` +
-        "dashboard started are seen.";
+      $("empty").textContent = emptyNote(summary);
     }
     const hidden = matching.length - visible.length;
     $("hidden").textContent = hidden > 0
@@ -356,6 +354,21 @@
         `of ${f.number.format(matching.length)}; ${f.number.format(tasks.size)} on the board)`
       : "";
     showSummary();
+  }
+
+  // What an empty board means: still reading the history, nothing in it, or no history.
+  function emptyNote(s) {
+    if (s.history && s.replaying !== null) {
+      return `Reading the exchange's history (${s.history}) first… ` +
+        `${Math.floor(s.replaying * 100)}%`;
+    }
+    if (s.history) {
+      return `No task yet: the exchange's history (${s.history}) held none, and none ` +
+        `reported since. Watching ${s.source}.`;
+    }
+    return `No task yet. Watching ${s.source}; only reports published after the dashboard ` +
+      "started are seen ('streamer history enable' keeps a history that a dashboard " +
+      "started later shows first).";
   }
 
   function schedule() {
@@ -388,18 +401,22 @@
       parts.push(stalled);
     }
     $("summary").replaceChildren(...parts);
-    connection(s.consuming ? "live" : "no-broker");
+    if (!s.consuming) connection("no-broker");
+    else if (s.replaying !== null && s.replaying !== undefined) {
+      connection("replaying", `replaying… ${Math.floor(s.replaying * 100)}%`);
+    } else connection("live");
   }
 
-  function connection(status) {
+  function connection(status, text) {
     const el = $("connection");
-    if (el.dataset.status === status) return;
-    el.dataset.status = status;
-    el.textContent = {
+    const shown = text || {
       live: "live",
       "no-broker": "connecting to the broker…",
       connecting: "reconnecting…",
     }[status];
+    if (el.dataset.status === status && el.textContent === shown) return;
+    el.dataset.status = status;
+    el.textContent = shown;
   }
 
   function apply(batch) {
