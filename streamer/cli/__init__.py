@@ -14,6 +14,7 @@ from .consume import consume
 from .dashboard import dashboard
 from .demo import demo
 from .listen import listen
+from .loadtest import loadtest
 from .simulate import simulate
 from .watch import watch
 
@@ -31,5 +32,5 @@ def main() -> None:
     """
 
 
-for _command in (consume, dashboard, demo, listen, simulate, watch):
+for _command in (consume, dashboard, demo, listen, loadtest, simulate, watch):
     main.add_command(_command)
