@@ -13,6 +13,7 @@ from ._common import Group
 from .consume import consume
 from .dashboard import dashboard
 from .demo import demo
+from .grafana import grafana
 from .listen import listen
 from .loadtest import loadtest
 from .simulate import simulate
@@ -32,5 +33,5 @@ def main() -> None:
     """
 
 
-for _command in (consume, dashboard, demo, listen, loadtest, simulate, watch):
+for _command in (consume, dashboard, demo, grafana, listen, loadtest, simulate, watch):
     main.add_command(_command)
