@@ -10,7 +10,7 @@ BROKER  = STREAMER_URL="$$($(BIN)/python -m tests.broker url)"
 	clean broker-stop
 
 help:
-	@echo "make demo         stream simulated sync+publish tasks while a listener prints keys"
+	@echo "make demo         simulated sync+publish tasks, watched live in a task table"
 	@echo "make test         the whole test suite against a real RabbitMQ"
 	@echo "make bench        throughput vs. other clients + publish() micro benchmarks"
 	@echo "make bench-receive  what dashboard/watch/listen receive and cost, vs. peers"

@@ -232,9 +232,14 @@ class _Watcher:
         on_change: Callable[[TaskState, float], None] | None = None,
         *,
         settings: Settings,
+        board: Board | None = None,
     ) -> None:
         self.task_id = task_id
-        self.board = Board(max_seq_jump=settings.max_seq_jump, stall_after=settings.stall_after)
+        self.board = (
+            board
+            if board is not None
+            else Board(max_seq_jump=settings.max_seq_jump, stall_after=settings.stall_after)
+        )
         self.counters = Counters()
         self.reader = ReportReader(settings.max_body)
         self.ended = asyncio.Event()
@@ -289,6 +294,8 @@ async def watch(
     max_rows: int = 30,
     console: Console | None = None,
     stop: asyncio.Event | None = None,
+    board: Board | None = None,
+    ready: asyncio.Event | None = None,
 ) -> int:
     """Show the tasks on the exchange until ``stop`` (or until the followed task ends).
 
@@ -298,7 +305,10 @@ async def watch(
     which something arrived.
 
     Only reports published after the subscription is bound are seen (reports are never
-    queued for late listeners): follow a task before it ends.
+    queued for late listeners): follow a task before it ends. A caller that starts the tasks
+    itself (``streamer demo``) passes ``ready``, set once the subscription is bound, and
+    waits for it before publishing; and its own ``board`` (reports are folded into it) to
+    read what arrived once the view has stopped.
 
     Returns:
         the exit code: see :data:`EXIT_CODES` and :data:`EXIT_STOPPED`; 0 without
@@ -317,6 +327,7 @@ async def watch(
         task_id,
         _OnChange(console) if plain and task_id is not None else None,
         settings=settings,
+        board=board,
     )
 
     # The fast receiver, without acks (a view only displays); it reconnects by itself, so the
@@ -330,6 +341,7 @@ async def watch(
         gather=VIEW_GATHER,
     )
     consuming = asyncio.ensure_future(receiver.run())
+    announcing = asyncio.ensure_future(_set_when(receiver.consuming, ready))
     waiters: set[asyncio.Future[Any]] = {
         consuming,
         asyncio.ensure_future(stop.wait()),
@@ -344,9 +356,9 @@ async def watch(
             consuming.result()  # the receiver gave up (e.g. refused login): raise its error
     finally:
         receiver.stop()
-        for waiter in waiters:
+        for waiter in (*waiters, announcing):
             waiter.cancel()
-        for waiter in waiters:
+        for waiter in (*waiters, announcing):
             with contextlib.suppress(asyncio.CancelledError):
                 await waiter
 
@@ -366,6 +378,13 @@ async def watch(
             highlight=False,
         )
     return EXIT_CODES.get(task.state, EXIT_CODES["error"])
+
+
+async def _set_when(bound: asyncio.Event, ready: asyncio.Event | None) -> None:
+    """Set ``ready`` once the receiver is bound (nothing to do without one)."""
+    if ready is not None:
+        await bound.wait()
+        ready.set()
 
 
 async def _tick(waiters: set[asyncio.Future[Any]], refresh: float) -> bool:
