@@ -117,7 +117,9 @@ class _Command(click.Command):
     metavar="FILE",
     help="Locust's own configuration file (locust's --config).",
 )
-@click.option("--locust-help", is_flag=True, help="Locust's own help, with every option it takes.")
+@click.option(
+    "--locust-help", is_flag=True, help="Locust's own help: its options (the harness's are below)."
+)
 @click.argument("locust_args", nargs=-1, type=click.UNPROCESSED, metavar="[LOCUST OPTIONS]...")
 def loadtest(
     url: str | None,
