@@ -10,7 +10,7 @@ BROKER  = STREAMER_URL="$$($(BIN)/python -m tests.broker url)"
 	clean broker-stop
 
 help:
-	@echo "make demo         stream simulated sync+publish tasks while a listener prints keys"
+	@echo "make demo         simulated sync+publish tasks, watched live in a task table"
 	@echo "make test         the whole test suite against a real RabbitMQ"
 	@echo "make bench        throughput vs. other clients + publish() micro benchmarks"
 	@echo "make bench-receive  what dashboard/watch/listen receive and cost, vs. peers"
@@ -67,7 +67,7 @@ bench-smoke: $(STAMP)
 	$(BROKER) $(BIN)/python bench/throughput.py --tasks 5 --reports 20 --repeat 1 --json /dev/null
 	$(BROKER) $(BIN)/python bench/receive.py --reports 2000 --drain 5000 --repeat 1 --json /dev/null
 	$(BROKER) $(BIN)/python -m pytest -p no:cacheprovider bench/ --benchmark-disable -q
-	$(BROKER) $(BIN)/locust -f loadtest/locustfile.py --headless -u 5 --rate 1000 -t 4s \
+	$(BROKER) $(BIN)/streamer loadtest --headless -u 5 --rate 1000 -t 4s \
 		--only-summary --exit-code-on-error 0 --csv bench/results/smoke
 
 # Receiving: the dashboard, watch and listen against the harness watcher, peers and a raw
@@ -76,16 +76,16 @@ bench-smoke: $(STAMP)
 bench-receive: $(STAMP)
 	$(BROKER) $(BIN)/python bench/receive.py
 
-# A 30 s run at a fixed rate, then the capacity search (docs/capacity-testing.md).
+# A 30 s run at a fixed rate, then the capacity search (docs/capacity-testing.md): locust on
+# loadtest/locustfile.py, through `streamer loadtest` as a pip user runs it.
 .PHONY: loadtest capacity
 LOADTEST ?= -u 50 --rate 20000 -t 30s
 loadtest: $(STAMP)
-	$(BROKER) $(BIN)/locust -f loadtest/locustfile.py --headless $(LOADTEST) \
-		--csv bench/results/loadtest
+	$(BROKER) $(BIN)/streamer loadtest --headless $(LOADTEST) --csv bench/results/loadtest
 
 capacity: $(STAMP)
-	$(BROKER) $(BIN)/locust -f loadtest/locustfile.py --headless -u 50 --capacity \
-		--start-rate 15000 --rate-factor 1.2 --csv bench/results/capacity
+	$(BROKER) $(BIN)/streamer loadtest --headless -u 50 --capacity --start-rate 15000 \
+		--rate-factor 1.2 --csv bench/results/capacity
 
 # Ten minutes at 70% of the maximum rate; RSS, fds and threads must stay flat (not in CI).
 .PHONY: soak faults-long

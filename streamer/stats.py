@@ -95,3 +95,33 @@ class Stats(msgspec.Struct, frozen=True, kw_only=True):
     def balanced(self) -> bool:
         """Whether the accounting identity holds (it always should)."""
         return self.published == self.confirmed + self.coalesced + self.dropped + self.pending
+
+    def __str__(self) -> str:
+        """One line for people: the identity's terms, drops by reason, confirm latency."""
+        reasons = ", ".join(f"{why} {n:,}" for why, n in self.dropped_by_reason.items() if n)
+        return (
+            f"published {self.published:,}: confirmed {self.confirmed:,}, coalesced "
+            f"{self.coalesced:,}, dropped {self.dropped:,}{f' ({reasons})' if reasons else ''}, "
+            f"pending {self.pending:,}; confirm latency p50 {self.confirm_latency_p50 * 1e3:.2f} "
+            f"ms, p99 {self.confirm_latency_p99 * 1e3:.2f} ms, max "
+            f"{self.confirm_latency_max * 1e3:.2f} ms; resent {self.resent:,}, reconnects "
+            f"{self.reconnects:,}, connections {self.connections}, channels {self.channels}"
+        )
+
+    def __repr__(self) -> str:
+        """Every field but the histogram's buckets and sum (they are for Prometheus, and 71
+        bucket counts bury the rest); drop reasons only where something was dropped."""
+        parts = []
+        for name in self.__struct_fields__:
+            if name in _NOT_IN_REPR:
+                continue
+            value = getattr(self, name)
+            if name == "dropped_by_reason":
+                value = {why: n for why, n in value.items() if n}
+            elif isinstance(value, float):
+                value = float(f"{value:.3g}")
+            parts.append(f"{name}={value!r}")
+        return f"{type(self).__name__}({', '.join(parts)})"
+
+
+_NOT_IN_REPR: Final = frozenset({"confirm_latency_counts", "confirm_latency_sum"})

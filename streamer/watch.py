@@ -237,12 +237,17 @@ class _Watcher:
         *,
         settings: Settings,
         replay: Replay | None = None,
+        board: Board | None = None,
     ) -> None:
         self.task_id = task_id
         self.replay = replay
         #: The stream offset handed over last (set by the view to its receiver's).
         self.offset: Callable[[], int] = lambda: -1
-        self.board = Board(max_seq_jump=settings.max_seq_jump, stall_after=settings.stall_after)
+        self.board = (
+            board
+            if board is not None
+            else Board(max_seq_jump=settings.max_seq_jump, stall_after=settings.stall_after)
+        )
         self.counters = Counters()
         self.reader = ReportReader(settings.max_body)
         self.ended = asyncio.Event()
@@ -308,6 +313,8 @@ async def watch(
     console: Console | None = None,
     stop: asyncio.Event | None = None,
     since: Since | None = None,
+    board: Board | None = None,
+    ready: asyncio.Event | None = None,
 ) -> int:
     """Show the tasks on the exchange until ``stop`` (or until the followed task ends).
 
@@ -318,7 +325,10 @@ async def watch(
 
     Only reports published after the subscription is bound are seen (reports are never
     queued for late listeners), unless ``since`` reads the exchange's history first
-    (:mod:`streamer.history`): then a task that ended before is shown as it ended.
+    (:mod:`streamer.history`): then a task that ended before is shown as it ended. A caller
+    that starts the tasks itself (``streamer demo``) passes ``ready``, set once the
+    subscription is bound, and waits for it before publishing; and its own ``board``
+    (reports are folded into it) to read what arrived once the view has stopped.
 
     Returns:
         the exit code: see :data:`EXIT_CODES` and :data:`EXIT_STOPPED`; 0 without
@@ -340,6 +350,7 @@ async def watch(
         _OnChange(console) if plain and task_id is not None else None,
         settings=settings,
         replay=replay,
+        board=board,
     )
 
     # The fast receiver, without acks (a view only displays); it reconnects by itself, so the
@@ -358,6 +369,7 @@ async def watch(
     if replay is not None:
         watcher.counters.replaying = replay.progress(-1)
     consuming = asyncio.ensure_future(receiver.run())
+    announcing = asyncio.ensure_future(_set_when(receiver.consuming, ready))
     waiters: set[asyncio.Future[Any]] = {
         consuming,
         asyncio.ensure_future(stop.wait()),
@@ -372,9 +384,9 @@ async def watch(
             consuming.result()  # the receiver gave up (e.g. refused login): raise its error
     finally:
         receiver.stop()
-        for waiter in waiters:
+        for waiter in (*waiters, announcing):
             waiter.cancel()
-        for waiter in waiters:
+        for waiter in (*waiters, announcing):
             with contextlib.suppress(asyncio.CancelledError):
                 await waiter
 
@@ -394,6 +406,13 @@ async def watch(
             highlight=False,
         )
     return EXIT_CODES.get(task.state, EXIT_CODES["error"])
+
+
+async def _set_when(bound: asyncio.Event, ready: asyncio.Event | None) -> None:
+    """Set ``ready`` once the receiver is bound (nothing to do without one)."""
+    if ready is not None:
+        await bound.wait()
+        ready.set()
 
 
 async def _tick(waiters: set[asyncio.Future[Any]], refresh: float) -> bool:

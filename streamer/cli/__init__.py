@@ -13,8 +13,10 @@ from ._common import Group
 from .consume import consume
 from .dashboard import dashboard
 from .demo import demo
+from .grafana import grafana
 from .history import history
 from .listen import listen
+from .loadtest import loadtest
 from .simulate import simulate
 from .watch import watch
 
@@ -32,5 +34,5 @@ def main() -> None:
     """
 
 
-for _command in (consume, dashboard, demo, history, listen, simulate, watch):
+for _command in (consume, dashboard, demo, grafana, history, listen, loadtest, simulate, watch):
     main.add_command(_command)

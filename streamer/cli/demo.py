@@ -1,4 +1,9 @@
-"""``streamer demo``: simulated syncs and publishes while a listener prints what arrives."""
+"""``streamer demo``: simulated syncs and publishes, watched live as they run.
+
+The view is ``streamer watch``'s: on a terminal its task table fills in place; in a pipe or
+a log it is a summary line a second. Either way the run ends with the simulation's summary
+and what the view received. (Every routing key as it arrives: ``streamer listen -q``.)
+"""
 
 from __future__ import annotations
 
@@ -8,21 +13,35 @@ import time
 from typing import Any
 
 import click
+from rich.console import Console
 
-from ..consumer import Consumer, Message
+from ..board import Board
 from ..errors import StreamerError
 from ..publisher import Publisher
-from ..report import TERMINAL_STATES
 from ..settings import Settings, mask_url
-from ..simulate import Simulation, run_simulation
+from ..simulate import Simulation, Tally, run_simulation
+from ..watch import watch
 from ._common import common_options, run, settings_from
-from .simulate import in_flight, seed_option, tasks_option, updates_option
+from .simulate import in_flight, seed_option, summary, tasks_option, updates_option
+
+# Seconds between the view's redraws: smooth on a terminal, a few lines in a log.
+TERMINAL_REFRESH = 0.1
+PLAIN_REFRESH = 1.0
+# Seconds the view has, once every report is confirmed, to show every task's final state.
+SETTLE = 10.0
 
 
 @click.command()
 @common_options
 @tasks_option("Syncs to run; each spawns a publish.")
 @updates_option
+@click.option(
+    "--rate",
+    type=click.FloatRange(min=0),
+    default=500.0,
+    show_default=True,
+    help="Reports/s over all tasks, slow enough to watch; 0: as fast as the broker confirms.",
+)
 @seed_option
 def demo(
     url: str | None,
@@ -31,81 +50,85 @@ def demo(
     verbose: int,
     tasks: int,
     updates: int,
+    rate: float,
     seed: int | None,
 ) -> int:
-    """Simulate syncs and publishes while a listener prints the routing keys it receives.
+    """Simulate syncs and publishes while a live task table shows them arrive.
+
+    On a terminal the table (streamer watch's) fills in place; otherwise one summary line is
+    printed a second. A summary of the run ends it. Exits 0 when every report was confirmed
+    and the final state of every task arrived, 1 otherwise.
 
     \b
     Example:
-      streamer demo --tasks 2
+      streamer demo --tasks 4
+      streamer listen -q    # in another terminal: the routing key of every report
     """
     settings = settings_from(url, exchange, config)
-    return run(verbose, _demo(settings, tasks, updates, seed))
+    simulation = Simulation(tasks=tasks, concurrency=tasks, updates=updates, rate=rate, seed=seed)
+    return run(verbose, _demo(settings, simulation, Console()))
 
 
-async def _until_consuming(
-    consumer: Consumer, running: asyncio.Future[Any], settings: Settings
-) -> None:
-    """Wait until ``consumer`` is bound and consuming; raise what stopped it if it failed.
+async def _until_ready(ready: asyncio.Event, viewing: asyncio.Future[Any], patience: float) -> None:
+    """Wait until the view is bound; raise what stopped it if it failed first.
 
-    A consumer retries an unreachable broker for ever, which is right for a service but not
-    for a demo: give up after a few connection attempts' worth of time.
+    A receiver retries an unreachable broker for ever, which is right for a view but not for
+    a demo: give up after a few connection attempts' worth of time.
     """
-    ready: asyncio.Future[Any] = asyncio.ensure_future(consumer.consuming.wait())
-    patience = 2 * settings.connect_timeout
-    await asyncio.wait({ready, running}, timeout=patience, return_when=asyncio.FIRST_COMPLETED)
-    ready.cancel()
-    if running.done():
-        running.result()
-        raise StreamerError("the listener stopped before it was bound")
-    if not consumer.consuming.is_set():
-        raise StreamerError(
-            f"no broker answered at {mask_url(settings.urls[0])} within {patience:.0f} s"
-        )
+    bound: asyncio.Future[Any] = asyncio.ensure_future(ready.wait())
+    await asyncio.wait({bound, viewing}, timeout=patience, return_when=asyncio.FIRST_COMPLETED)
+    bound.cancel()
+    if viewing.done():
+        viewing.result()
+        raise StreamerError("the view stopped before it was bound")
 
 
-async def _demo(settings: Settings, tasks: int, updates: int, seed: int | None) -> int:
-    received: dict[str, str] = {}
-    count = 0
-
-    async def on_message(message: Message) -> None:
-        nonlocal count
-        count += 1
-        click.echo(message.routing_key)
-        received[message.routing_key] = message.report.state
-
-    click.echo(f"broker {mask_url(settings.urls[0])}, exchange {settings.exchange!r}", err=True)
-    listener = Consumer(
-        on_message, bindings={"routing_keys": [f"{settings.routing_prefix}.#"]}, settings=settings
+async def _demo(settings: Settings, simulation: Simulation, console: Console) -> int:
+    broker = mask_url(settings.urls[0])
+    click.echo(f"broker {broker}, exchange {settings.exchange!r}", err=True)
+    board = Board(max_seq_jump=settings.max_seq_jump, stall_after=settings.stall_after)
+    ready, stop = asyncio.Event(), asyncio.Event()
+    refresh = TERMINAL_REFRESH if console.is_terminal else PLAIN_REFRESH
+    viewing = asyncio.ensure_future(
+        watch(settings, refresh=refresh, console=console, stop=stop, board=board, ready=ready)
     )
-    listening = asyncio.ensure_future(listener.run())
+    tally = Tally()
     try:
-        await _until_consuming(listener, listening, settings)
+        patience = 2 * settings.connect_timeout
+        await _until_ready(ready, viewing, patience)
+        if not ready.is_set():
+            raise StreamerError(f"no broker answered at {broker} within {patience:.0f} s")
         started = time.perf_counter()
         async with Publisher(settings=settings) as pub:
-            simulation = Simulation(tasks=tasks, concurrency=tasks, updates=updates, seed=seed)
-            tally = await run_simulation(
-                pub.publish, simulation, throttle=pub.throttle, in_flight=in_flight(settings)
+            await run_simulation(
+                pub.publish,
+                simulation,
+                throttle=pub.throttle,
+                in_flight=in_flight(settings),
+                tally=tally,
             )
-            ids = tally.task_ids
             await pub.flush(30)
-            stats = pub.stats
-        elapsed = time.perf_counter() - started
-        keys = {f"{settings.routing_prefix}.{task_id}" for task_id in ids}
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(10):
-                while any(received.get(k) not in TERMINAL_STATES for k in keys):
+            elapsed = time.perf_counter() - started
+        stats = pub.stats  # after close: anything still pending is now a counted drop
+
+        def ended() -> int:
+            tasks = (board.get(task_id) for task_id in tally.task_ids)
+            return sum(task is not None and task.finished for task in tasks)
+
+        with contextlib.suppress(TimeoutError):  # the view is told to stop after this
+            async with asyncio.timeout(SETTLE):
+                while ended() < len(tally.task_ids):
                     await asyncio.sleep(0.05)
     finally:
-        listener.stop()
+        stop.set()
         with contextlib.suppress(asyncio.CancelledError):
-            await listening
-    done = sum(received.get(k) in TERMINAL_STATES for k in keys)
-    click.echo(
-        f"\n{len(ids)} tasks, {stats.published} reports in {elapsed:.2f} s "
-        f"({stats.published / elapsed:,.0f}/s): {stats.confirmed} confirmed, "
-        f"{stats.coalesced} coalesced, {stats.dropped} dropped; listener received {count}, "
-        f"final state of {done}/{len(ids)} tasks",
-        err=True,
-    )
-    return 0 if done == len(ids) and stats.balanced else 1
+            await viewing  # its last frame shows every final state; it raises if it failed
+    ok = stats.balanced and stats.dropped == 0
+    done, total = ended(), len(tally.task_ids)
+    seen = f"final state of {done:,} of {total:,} tasks"
+    lines = summary(settings, simulation, tally, stats, elapsed, ok)
+    lines.insert(-1, f"  watched    {board.received:,} reports, {seen}, {board.gaps:,} gaps")
+    if done < total:
+        lines.append(f"  FAILED: the {seen} arrived")
+    click.echo("\n".join(lines))
+    return 0 if ok and done == total else 1

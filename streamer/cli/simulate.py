@@ -159,7 +159,7 @@ async def _simulate(settings: Settings, simulation: Simulation, progress: bool) 
         elapsed = time.perf_counter() - started
     stats = pub.stats  # after close: anything still pending is now a counted drop
     ok = stats.balanced and stats.dropped == 0
-    click.echo("\n".join(_summary(settings, simulation, tally, stats, elapsed, ok)))
+    click.echo("\n".join(summary(settings, simulation, tally, stats, elapsed, ok)))
     return 0 if ok else 1
 
 
@@ -208,7 +208,7 @@ def _count(n: int, noun: str) -> str:
     return f"{n:,} {noun}" + ("" if n == 1 else "es" if noun.endswith("h") else "s")
 
 
-def _summary(
+def summary(
     settings: Settings,
     simulation: Simulation,
     tally: Tally,

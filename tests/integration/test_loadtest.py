@@ -2,14 +2,18 @@
 
 Locust monkey-patches the interpreter with gevent, so it never runs inside pytest: every test
 starts ``python -m locust`` (or a small gevent script) and reads what it printed and wrote.
+Some go through ``streamer loadtest`` (the same locust, on the installed harness) to show that
+its modes reach locust whole; tests/integration/test_wheel.py runs it from a wheel.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import csv
 import json
 import os
+import signal
 import subprocess
 import sys
 import textwrap
@@ -17,21 +21,29 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+import aiohttp
 import pytest
 
 from loadtest.watcher import Watcher
 from streamer import Publisher, Report
 from tests.helpers import free_port as _free_port
+from tests.helpers import streamer_command
 from tests.proxy import Proxy
 
 REPO = Path(__file__).resolve().parents[2]
 LOCUSTFILE = "loadtest/locustfile.py"
 
 
-def _locust(*args: str, url: str) -> subprocess.Popen[str]:
+def _locust(*args: str, url: str, streamer: bool = False) -> subprocess.Popen[str]:
+    """``locust -f loadtest/locustfile.py --host URL ARGS`` from the repository root, or with
+    ``streamer``, ``streamer loadtest --url URL ARGS``."""
     env = {**os.environ, "STREAMER_URL": url, "PYTHONUNBUFFERED": "1"}
+    if streamer:
+        command = streamer_command("loadtest", "--url", url, *args)
+    else:
+        command = [sys.executable, "-m", "locust", "-f", LOCUSTFILE, "--host", url, *args]
     return subprocess.Popen(
-        [sys.executable, "-m", "locust", "-f", LOCUSTFILE, "--host", url, *args],
+        command,
         cwd=REPO,
         env=env,
         stdout=subprocess.PIPE,
@@ -253,8 +265,9 @@ async def test_drops_are_failures_named_by_reason(tmp_path: Path, free_port: int
 async def test_master_and_two_workers_aggregate(
     broker_url: str, exchange: str, tmp_path: Path
 ) -> None:
-    """``--master`` with two ``--worker`` processes, stepped rates: the master's totals are
-    the sum of both workers' publishers, and locust's aggregated counts equal them."""
+    """``--master`` with two ``--worker`` processes (through ``streamer loadtest``), stepped
+    rates: the master's totals are the sum of both workers' publishers, and locust's
+    aggregated counts equal them."""
     prefix = tmp_path / "dist"
     port = _free_port()
     master = _locust(
@@ -275,10 +288,17 @@ async def test_master_and_two_workers_aggregate(
         "--exchange",
         exchange,
         url=broker_url,
+        streamer=True,
     )
     workers = [
         _locust(
-            "--worker", "--master-host", "127.0.0.1", "--master-port", str(port), url=broker_url
+            "--worker",
+            "--master-host",
+            "127.0.0.1",
+            "--master-port",
+            str(port),
+            url=broker_url,
+            streamer=True,
         )
         for _ in range(2)
     ]
@@ -300,8 +320,8 @@ async def test_master_and_two_workers_aggregate(
 async def test_capacity_search_reports_the_highest_passing_rate(
     broker_url: str, exchange: str, tmp_path: Path
 ) -> None:
-    """A tiny search (1k, 2k, 4k reports/s, then the ceiling) against a sink queue: steps,
-    result, CSV and JSON."""
+    """A tiny search (1k, 2k, 4k reports/s, then the ceiling) against a sink queue, through
+    ``streamer loadtest``: steps, result, CSV and JSON."""
     prefix = tmp_path / "cap"
     args = [
         "--headless",
@@ -329,7 +349,7 @@ async def test_capacity_search_reports_the_highest_passing_rate(
         "--no-watch",
         "--sink",
     ]
-    out = _finish(_locust(*args, "--exchange", exchange, url=broker_url))
+    out = _finish(_locust(*args, "-e", exchange, url=broker_url, streamer=True))
     assert "capacity:" in out and "reports/s sustained" in out, out[-3000:]
     report = json.loads(Path(f"{prefix}_capacity.json").read_text())
     assert [s["offered"] for s in report["steps"]] == [1000, 2000, 4000]
@@ -339,3 +359,26 @@ async def test_capacity_search_reports_the_highest_passing_rate(
     assert 0 < best["p50"] <= best["p75"] <= best["p95"] <= best["p99"]
     with Path(f"{prefix}_capacity.csv").open() as f:
         assert len(list(csv.DictReader(f))) == 3
+
+
+async def test_web_ui_through_streamer_loadtest(broker_url: str, exchange: str) -> None:
+    """``streamer loadtest`` with locust's web UI: the run starts, the UI's streamer tab shows
+    the accounting, and SIGTERM to the process started (it became locust) ends it cleanly."""
+    port = _free_port()
+    args = ["--web-host", "127.0.0.1", "--web-port", str(port), "--autostart", "-u", "2"]
+    proc = _locust(*args, "--rate", "200", "-e", exchange, url=broker_url, streamer=True)
+    rows: dict[str, str] = {}
+    try:
+        async with aiohttp.ClientSession() as http:
+            async with asyncio.timeout(30):
+                while int(rows.get("confirmed", "0").replace(",", "")) < 100:
+                    await asyncio.sleep(0.2)
+                    with contextlib.suppress(aiohttp.ClientError):
+                        async with http.get(f"http://127.0.0.1:{port}/stats/requests") as r:
+                            extended = (await r.json()).get("extended_stats") or []
+                            rows = {row["metric"]: row["value"] for row in extended[0]["data"]}
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        out = _finish(proc, 30)
+    assert "published" in rows and "watcher: received" in rows, (rows, out[-3000:])
+    assert "streamer accounting at test stop" in out, out[-3000:]

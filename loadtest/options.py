@@ -1,0 +1,73 @@
+"""The harness's own command-line options, apart from the locustfile that runs them.
+
+Locust adds them to its parser (the locustfile registers :func:`add_options` with
+``events.init_command_line_parser``); ``streamer loadtest --help`` lists them from here too,
+without importing locust (whose import monkey-patches the interpreter with gevent). Only
+the standard library is imported here for that reason.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+__all__ = ["TITLE", "add_options"]
+
+TITLE = "streamer load"
+
+
+def add_options(parser: argparse.ArgumentParser) -> None:
+    """Add the harness's options to ``parser`` (locust's, or any argparse parser), as a group."""
+    group = parser.add_argument_group(TITLE, "task traffic through streamer")
+    group.add_argument("--exchange", default="streamer.loadtest", help="topic exchange")
+    group.add_argument(
+        "--rate", type=float, default=5000.0, help="offered reports/s over all users (fixed mode)"
+    )
+    group.add_argument(
+        "--rates", default="", help="variable rate: RATE:SECONDS steps, e.g. 5000:30,20000:30"
+    )
+    group.add_argument("--capacity", action="store_true", help="search the highest sustained rate")
+    group.add_argument("--start-rate", type=float, default=5000.0, help="capacity: first rate")
+    group.add_argument("--rate-factor", type=float, default=1.25, help="capacity: growth/step")
+    group.add_argument("--max-rate", type=float, default=200_000.0, help="capacity: ceiling")
+    group.add_argument("--step-time", type=float, default=10.0, help="capacity: s per step")
+    group.add_argument("--refine", type=int, default=2, help="capacity: bisection steps")
+    group.add_argument("--warmup", type=float, default=3.0, help="unmeasured s per step")
+    group.add_argument("--max-p99", type=float, default=100.0, help="bound: confirm p99, ms")
+    group.add_argument(
+        "--max-drop", type=float, default=0.001, help="bound: (coalesced+dropped)/published"
+    )
+    group.add_argument(
+        "--reach", type=float, default=0.95, help="bound: confirmed/s at least this x offered"
+    )
+    group.add_argument("--updates", type=int, default=420, help="reports per finished task")
+    group.add_argument("--error-rate", type=float, default=0.0, help="share of tasks failing")
+    group.add_argument("--cancel-rate", type=float, default=0.0, help="share canceled")
+    group.add_argument(
+        "--report-size", type=int, default=0, help="mean report bytes (0: the model's ~650)"
+    )
+    group.add_argument("--tick", type=float, default=0.02, help="shortest user sleep, s")
+    group.add_argument(
+        "--variants",
+        type=int,
+        default=16,
+        help="tasks generated per kind and outcome, then replayed with new ids (0: all fresh)",
+    )
+    group.add_argument("--no-watch", action="store_true", help="no end-to-end watcher")
+    group.add_argument(
+        "--sink",
+        action="store_true",
+        help="with --no-watch: bind a queue capped at 10,000 that nobody reads (the broker "
+        "then routes and enqueues every report, as in bench/throughput.py)",
+    )
+    group.add_argument(
+        "--per-report-events",
+        action="store_true",
+        help="fire one locust request event per report (slow; default: aggregated rows)",
+    )
+    group.add_argument(
+        "--publisher-option",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a streamer setting, e.g. max_pending=20000 (repeatable)",
+    )
