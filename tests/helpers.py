@@ -17,9 +17,13 @@ import subprocess
 import sys
 from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import aiohttp
 import aiormq
+
+if TYPE_CHECKING:
+    from streamer import Publisher
 
 # The console script next to this interpreter (the venv's); see streamer_command().
 STREAMER = str(Path(sys.executable).with_name("streamer"))
@@ -181,3 +185,25 @@ async def wait_healthy(http: aiohttp.ClientSession, url: str, timeout: float = 1
                     if response.status == 200:
                         return
             await asyncio.sleep(0.05)
+
+
+async def send_reports(
+    pub: Publisher, tasks: list[str], seqs: range, final: str | None = None
+) -> None:
+    """One report per task per seq (running, or ``final`` for the last), all confirmed; slow
+    enough that the publisher never coalesces a task's reports (every seq is sent)."""
+    from streamer import Report
+
+    last = seqs[-1]
+    for seq in seqs:
+        for task_id in tasks:
+            state = final if final is not None and seq == last else "running"
+            pub.publish(
+                Report(
+                    task_id=task_id,
+                    state=state,
+                    progress_report={"content": {"items_done": seq, "items_total": last}},
+                )
+            )
+        assert await pub.throttle(max_pending=len(tasks), timeout=30)  # (none coalesced)
+    assert await pub.flush(timeout=30)

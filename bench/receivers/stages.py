@@ -48,7 +48,7 @@ def capture(url: str, tasks: int, count: int) -> list[bytes]:
     admin = Admin(url)
     exchange, queue = f"bench.stages.{os.getpid()}", f"bench.stages.{os.getpid()}.q"
     admin.declare_exchange(exchange)
-    admin.channel.queue_declare(queue, durable=False, arguments={"x-max-length": count + 10})
+    admin.channel.queue_declare(queue, durable=True, arguments={"x-max-length": count + 10})
     admin.channel.queue_bind(queue, exchange, routing_key="tasks.#")
     try:
         uvloop.run(publish_all(url, exchange, build(tasks, count), 1_000))

@@ -13,10 +13,10 @@ from datetime import datetime
 import aiohttp
 import pytest
 
-from streamer import Publisher, Report
+from streamer import Publisher
 from streamer.history import disable, enable, stream_name, window
 from streamer.settings import Settings, load_settings
-from tests.helpers import run_streamer, run_streamer_async, running_dashboard
+from tests.helpers import run_streamer, run_streamer_async, running_dashboard, send_reports
 from tests.integration.conftest import Collector
 
 
@@ -31,24 +31,6 @@ async def history(broker_url: str, exchange: str) -> AsyncIterator[Settings]:
     await enable(settings, 3600, 10**9)
     yield settings
     await disable(settings)
-
-
-async def send(pub: Publisher, tasks: list[str], seqs: range, final: str | None = None) -> None:
-    """One report per task per seq (running, or ``final`` for the last), all confirmed; slow
-    enough that the publisher never coalesces a task's reports (every seq is sent)."""
-    last = seqs[-1]
-    for seq in seqs:
-        for task_id in tasks:
-            state = final if final is not None and seq == last else "running"
-            pub.publish(
-                Report(
-                    task_id=task_id,
-                    state=state,
-                    progress_report={"content": {"items_done": seq, "items_total": last}},
-                )
-            )
-        assert await pub.throttle(max_pending=len(tasks), timeout=30)  # (none coalesced)
-    assert await pub.flush(timeout=30)
 
 
 def test_enable_status_disable(broker_url: str, exchange: str) -> None:
@@ -67,7 +49,7 @@ def test_enable_status_disable(broker_url: str, exchange: str) -> None:
 
         async def publish() -> int:
             async with Publisher(broker_url, exchange) as pub:
-                await send(pub, ["a", "b"], range(1, 51), "finished")
+                await send_reports(pub, ["a", "b"], range(1, 51), "finished")
                 return pub.stats.confirmed
 
         sent = asyncio.run(publish())
@@ -119,11 +101,11 @@ async def test_listen_since_prints_exactly_the_reports_from_then_on(
     superseded reports under pressure, so not every seq is sent)."""
     tasks = [f"task-{n}" for n in range(20)]
     async with Publisher(broker_url, exchange) as pub:
-        await send(pub, tasks, range(1, 101))  # before T
+        await send_reports(pub, tasks, range(1, 101))  # before T
         await asyncio.sleep(0.3)
         since = time.time()
         await asyncio.sleep(0.3)
-        await send(pub, tasks, range(101, 1101))  # after T, before listen starts: 20,000
+        await send_reports(pub, tasks, range(101, 1101))  # after T, before listen starts: 20,000
         stamp = datetime.fromtimestamp(since).astimezone().isoformat()
         listening = asyncio.ensure_future(
             run_streamer_async(
@@ -132,7 +114,7 @@ async def test_listen_since_prints_exactly_the_reports_from_then_on(
             )
         )  # fmt: skip
         await asyncio.sleep(0.5)  # it is replaying now: send live reports meanwhile
-        await send(pub, tasks, range(1101, 1301), "finished")
+        await send_reports(pub, tasks, range(1101, 1301), "finished")
         code, out, err = await listening
         sent = pub.stats.confirmed
     assert code == 0, err
@@ -162,7 +144,7 @@ async def test_watch_task_since_first_exits_at_once_with_its_outcome(
 ) -> None:
     task_id = f"done-{unique}"
     async with Publisher(broker_url, exchange) as pub:
-        await send(pub, [task_id, f"other-{unique}"], range(1, 201), final)
+        await send_reports(pub, [task_id, f"other-{unique}"], range(1, 201), final)
     started = time.monotonic()
     done, out, err = await run_streamer_async(
         "watch", "--url", broker_url, "-e", exchange, "--task", task_id, "--since", "first",
@@ -179,7 +161,7 @@ async def test_dashboard_started_later_shows_the_history_by_default(
 ) -> None:
     tasks = [f"past-{n}" for n in range(30)]
     async with Publisher(broker_url, exchange) as pub:
-        await send(pub, tasks, range(1, 41), "finished")
+        await send_reports(pub, tasks, range(1, 41), "finished")
     found = await window(history)
     assert found is not None and found.messages == 30 * 40
     async with (
