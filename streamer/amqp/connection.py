@@ -49,7 +49,13 @@ _FRAME_HDR: Final = struct.Struct(">BHI")
 _ACK_BODY: Final = struct.Struct(">HHQB")  # class, method, delivery tag, bits
 _U64: Final = struct.Struct(">Q")
 _U32: Final = struct.Struct(">I")
-_I64: Final = struct.Struct(">q")
+_INTEGERS: Final = {
+    ord(tag): struct.Struct(fmt)
+    for tag, fmt in (
+        ("b", ">b"), ("B", ">B"), ("s", ">h"), ("u", ">H"), ("I", ">i"), ("i", ">I"),
+        ("l", ">q"), ("L", ">Q"),
+    )
+}  # fmt: skip
 _STREAM_OFFSET: Final = b"x-stream-offset"
 # Sizes of the fixed-size AMQP field-table values, by type tag (RabbitMQ's dialect); the
 # others ('S', 'x', 'F', 'A') carry a 4-byte length.
@@ -636,8 +642,8 @@ def _stream_offset(buf: bytes, head: int) -> int:
         at += 1 + length
         tag = buf[at]
         at += 1
-        if tag == 0x6C and key == _STREAM_OFFSET:  # 'l': a signed 64-bit integer
-            return int(_I64.unpack_from(buf, at)[0])
+        if key == _STREAM_OFFSET and tag in _INTEGERS:  # RabbitMQ sends 'l' (signed 64-bit)
+            return int(_INTEGERS[tag].unpack_from(buf, at)[0])
         size = sizes.get(tag)
         at += size if size is not None else 4 + _U32.unpack_from(buf, at)[0]
     return -1
