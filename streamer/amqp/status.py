@@ -38,7 +38,7 @@ _SAYS = {
     Phase.LOST: "lost the connection to",
     Phase.UNREACHABLE: "broker unreachable at",
     Phase.REFUSED: "credentials refused by",
-    Phase.UNTRUSTED: "certificate not trusted of",
+    Phase.UNTRUSTED: "certificate not trusted at",
     Phase.STOPPED: "stopped; was connecting to",
 }
 
@@ -110,8 +110,10 @@ class Status:
 
     def headline(self) -> str:
         """The phase and the broker, as one log line says it (no attempt counts or clock)."""
-        line = f"{self.what}: {_SAYS[self.phase]} {self.url}"
         reason = self.reason()
+        if reason and self.phase in (Phase.REFUSED, Phase.UNTRUSTED):
+            return f"{self.what}: {reason}"  # (these errors name the broker and the fix)
+        line = f"{self.what}: {_SAYS[self.phase]} {self.url}"
         return f"{line}: {reason}" if reason and not self.connected else line
 
     def text(self, now: float) -> str:
