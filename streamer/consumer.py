@@ -389,6 +389,8 @@ def _mapped(url: str, exc: BaseException) -> BaseException:
     cert = _cert_error(exc)
     if cert is not None:
         return cert
+    if isinstance(exc, OSError) and exc.errno and exc.strerror:  # aiormq's, around the socket's
+        return OSError(exc.errno, exc.strerror)  # (ConnectionRefusedError for ECONNREFUSED)
     if isinstance(
         exc, aiormq.exceptions.AMQPError | aiormq.exceptions.ChannelInvalidStateError
     ):  # lost while setting up, or refused by the peer
