@@ -152,6 +152,8 @@ class Keeper(Generic[C]):
         self.reconnects = 0  # connections re-established after a loss
         self.status = status if status is not None else Status(what)
         self.status.what = what
+        if not self.status.since:  # (a status shared with an earlier keeper keeps its time)
+            self.status.since = time.time()
         self.ever_connected = False  # this keeper's own (a shared status may say more)
         self._stopped = asyncio.Event()
 
