@@ -35,7 +35,7 @@ class Phase(enum.Enum):
 _SAYS = {
     Phase.CONNECTING: "connecting to",
     Phase.CONNECTED: "connected to",
-    Phase.LOST: "lost the connection to",
+    Phase.LOST: "lost connection to",
     Phase.UNREACHABLE: "broker unreachable at",
     Phase.REFUSED: "credentials refused by",
     Phase.UNTRUSTED: "certificate not trusted at",

@@ -280,7 +280,7 @@ async def test_credentials_never_shown(
         assert form not in text, f"the password appeared in:\n{_around(text, form)}"
     # The scenarios really happened (else the absence above would prove nothing).
     for evidence in (
-        "lost the connection to",
+        "lost connection to",
         "heartbeat missed",
         "broker unreachable at",
         "ACCESS_REFUSED",

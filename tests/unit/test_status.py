@@ -100,7 +100,7 @@ async def test_one_log_line_per_change_of_state_not_per_attempt(
         "WARNING fake: broker unreachable at amqp://guest:***@127.0.0.1:5672/: connection "
         "refused; retrying",
         "WARNING fake: connected to amqp://guest:***@127.0.0.1:5672/ after 40 failed attempts",
-        "WARNING fake: lost the connection to amqp://guest:***@127.0.0.1:5672/: reset by peer; "
+        "WARNING fake: lost connection to amqp://guest:***@127.0.0.1:5672/: reset by peer; "
         "reconnecting",
         "WARNING fake: broker unreachable at amqp://guest:***@127.0.0.1:5672/: connection "
         "refused; retrying",
