@@ -234,6 +234,7 @@ class Keeper(Generic[C]):
     async def close(self, timeout: float) -> None:
         """Stop reconnecting and close the current connection politely."""
         self.stop()
+        self.status.move(Phase.STOPPED, time.time())  # (asked for: no log line)
         conn, self.conn = self.conn, None
         if conn is not None:
             await self.hang_up(conn, timeout)
