@@ -24,7 +24,7 @@ import aiormq
 import aiormq.abc
 import aiormq.exceptions
 
-from .amqp import Keeper
+from .amqp import Keeper, Status
 from .callback import Outcome, Verdict, dispatch, resolve_callback
 from .errors import (
     AuthenticationError,
@@ -48,6 +48,18 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+
+
+class _Reported(logging.Filter):
+    """Drops aiormq's per-attempt ERROR line ("error when creating transport"): the failure
+    reaches our reconnect loop, which logs one line per change of state, not per attempt;
+    with aiormq's line as well, a refused broker wrote over 80 log lines a minute."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("error when creating transport")
+
+
+logging.getLogger("aiormq.connection").addFilter(_Reported())
 
 
 #: What happened to messages that reached the callback, and to the connection.
@@ -122,6 +134,11 @@ class Consumer:
         """Set while the queues are bound and consumed (cleared while reconnecting)."""
         return self._keeper.connected
 
+    @property
+    def status(self) -> Status:
+        """The connection's state (connected, or why not and since when), for views."""
+        return self._keeper.status
+
     def stop(self, exit_code: int = 0) -> None:
         """Stop consuming: :meth:`run` returns ``exit_code``; unacked messages go back."""
         if not self._stopped.is_set():
@@ -153,7 +170,7 @@ class Consumer:
     def _opened(self, session: _Session) -> None:
         if self._keeper.reconnects:
             self.counters["reconnects"] = self._keeper.reconnects
-            log.warning("consumer resumed on %s", mask_url(session.url))
+            log.info("consumer resumed on %s", mask_url(session.url))  # (the keeper said it)
         else:
             log.info("consuming on %s", mask_url(session.url))
 
@@ -372,6 +389,8 @@ def _mapped(url: str, exc: BaseException) -> BaseException:
     cert = _cert_error(exc)
     if cert is not None:
         return cert
+    if isinstance(exc, OSError) and exc.errno and exc.strerror:  # aiormq's, around the socket's
+        return OSError(exc.errno, exc.strerror)  # (ConnectionRefusedError for ECONNREFUSED)
     if isinstance(
         exc, aiormq.exceptions.AMQPError | aiormq.exceptions.ChannelInvalidStateError
     ):  # lost while setting up, or refused by the peer

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
 import re
 import time
 from collections.abc import Callable
@@ -28,9 +27,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Final
 
-from .amqp import Connection, ConnectionCallbacks, Delivery, open_connection
+import msgspec
+
+from .amqp import Connection, ConnectionCallbacks, Delivery, Keeper, Status, open_connection
 from .amqp.link import classify
-from .errors import BrokerError, ConfigError, NoHistory
+from .errors import BrokerError, ConfigError, NoHistory, UntrustedCertificate
 from .message import classify as classify_body
 from .report import Report
 from .routing import TopicFilter
@@ -417,14 +418,50 @@ class Replay:
         return (offset - self._start) / max(self.goal - self._start, 1)
 
 
+class _Probe(Keeper["Window | None"]):
+    """Asks the history about its window before a view starts, through the one reconnect
+    loop: a broker that does not answer yet is waited for with the same backoff, the same
+    status (the view's, shared with its receiver) and the same log lines as the receiver's."""
+
+    def __init__(self, settings: Settings, status: Status, *, want: bool) -> None:
+        super().__init__(settings, what=status.what, fatal=True, status=status)
+        self.want = want
+        self.found: Window | None = None
+
+    async def dial(self, url: str) -> Window | None:
+        one = msgspec.structs.replace(self.settings, url=url)
+        try:
+            await ensure(one)
+            return await window(one) if self.want else None
+        except (OSError, UntrustedCertificate) as exc:  # as dialling it said: retry or not
+            cause = exc.__cause__
+            if isinstance(cause, OSError | TimeoutError | EOFError):
+                raise cause from None
+            raise
+
+    async def until_lost(self, conn: Window | None) -> object:
+        self.found = conn
+        self.stop()  # the answer is in: done (run() returns)
+        return "done"
+
+    async def hang_up(self, conn: Window | None, timeout: float) -> None:
+        return None  # (each question's connection is closed as soon as it is answered)
+
+
 async def replay_for(
-    settings: Settings, since: Since | None, keys: list[str], *, by_default: bool = False
+    settings: Settings,
+    since: Since | None,
+    keys: list[str],
+    *,
+    by_default: bool = False,
+    status: Status | None = None,
 ) -> Replay | None:
     """What a view reads before going live: the history from ``since``; without one, the
     whole history when ``by_default`` and one exists (the dashboard), else nothing.
 
     The history the settings ask for (``history_max_age``) is declared first. A broker that
-    does not answer is waited for, as the receiver would (the view starts once it answers).
+    does not answer is waited for, as the receiver would (the view starts once it answers),
+    with ``status`` (the view's) kept up to date meanwhile.
 
     Raises:
         NoHistory: ``since`` was given, and the exchange keeps no history.
@@ -432,18 +469,13 @@ async def replay_for(
     """
     if since is None and not by_default and settings.history_max_age is None:
         return None
-    delay, failures = settings.reconnect_min, 0
-    while True:
-        try:
-            await ensure(settings)
-            found = await window(settings) if since is not None or by_default else None
-            break
-        except (OSError, TimeoutError) as exc:
-            failures += 1
-            if failures == 1 or failures % 30 == 0:
-                log.warning("history: cannot reach the broker (attempt %d): %s", failures, exc)
-            await asyncio.sleep(random.uniform(delay / 2, delay))
-            delay = min(delay * 2, settings.reconnect_max)
+    probe = _Probe(
+        settings,
+        status if status is not None else Status("history"),
+        want=since is not None or by_default,
+    )
+    await probe.run()
+    found = probe.found
     if found is None:
         if since is None:
             return None

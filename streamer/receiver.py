@@ -24,7 +24,7 @@ import logging
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Final
 
-from .amqp import Connection, ConnectionCallbacks, Delivery, Link
+from .amqp import Connection, ConnectionCallbacks, Delivery, Link, Status
 from .message import Malformed, classify
 from .report import Report
 from .settings import Settings, mask_url
@@ -90,6 +90,8 @@ class Receiver(ConnectionCallbacks):
         gather: seconds to let deliveries pile up after a small read, so that one read (and
             one batch) carries many (see ``Connection.gather_reads``); for views that redraw
             a few times a second. 0 hands each read over at once.
+        status: the connection's state to keep up to date (see
+            :class:`~streamer.amqp.Status`); default: a new one, as :attr:`status`.
 
     Raises (from :meth:`run`):
         AuthenticationError, UntrustedCertificate: before the first connection.
@@ -110,6 +112,7 @@ class Receiver(ConnectionCallbacks):
         gather: float = 0.0,
         stream: str | None = None,
         offset: Any = "next",
+        status: Status | None = None,
     ) -> None:
         self.settings = settings
         self.on_batch = on_batch
@@ -132,6 +135,7 @@ class Receiver(ConnectionCallbacks):
             setup=self._setup,
             what=what,
             fatal=True,
+            status=status,
         )
         self._conn: Connection | None = None
 
@@ -163,6 +167,11 @@ class Receiver(ConnectionCallbacks):
     def consuming(self) -> asyncio.Event:
         """Set while the queues are bound and consumed (cleared while reconnecting)."""
         return self.link.connected
+
+    @property
+    def status(self) -> Status:
+        """The connection's state (connected, or why not and since when), for views."""
+        return self.link.status
 
     @property
     def reconnects(self) -> int:

@@ -13,12 +13,17 @@ state: 0 ``finished``, 10 ``error``, 11 ``canceled``, 12 ``skipped``; 13 when ``
 before the task ended. They stay clear of the CLI's own 1 (failure) and 2 (usage or
 configuration error), so a script can tell "the task failed" from "watch could not run".
 Without ``task_id`` the view runs until ``stop`` is set (or it is cancelled) and returns 0.
+
+While not connected, the header starts with the connection's state (:class:`~streamer.amqp.
+Status`: "connecting to ... — attempt 4, connection refused, next in 0.8 s"), and no log
+text is written into the live table: records go above it, errors only.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -29,12 +34,13 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from .amqp import Delivery
+from .amqp import Delivery, Phase, Status
 from .board import Board, TaskState
 from .history import Replay, Since, replay_for, stream_name
 from .receiver import VIEW_GATHER, Receiver, ReportReader
 from .routing import routing_key
 from .settings import Settings
+from .statusline import logs_above, style_of
 from .view import Counters, distinct_names, error_text, nest, select_rows
 
 __all__ = ["EXIT_CODES", "EXIT_STOPPED", "render", "watch"]
@@ -127,9 +133,12 @@ def _rate(rate: float | None) -> str:
     return f"{rate:,.1f}/s" if rate < 100 else f"{rate:,.0f}/s"
 
 
-def _header(board: Board, counters: Counters) -> Text:
+def _header(board: Board, counters: Counters, status: Status | None, now: float) -> Text:
     by_state = board.by_state()
     header = Text()
+    if status is not None and status.phase not in (Phase.CONNECTED, Phase.STOPPED):
+        header.append(status.text(now), style=f"bold {style_of(status)}")
+        header.append("  │  ")
     if counters.replaying is not None:
         header.append(f"replaying… {counters.replaying:.0%}", style="bold cyan")
         header.append("  │  ")
@@ -152,8 +161,16 @@ def _header(board: Board, counters: Counters) -> Text:
     return header
 
 
-def render(board: Board, *, counters: Counters, now: float, max_rows: int) -> RenderableType:
-    """The whole view (header line and task table) for the board as it is at ``now``.
+def render(
+    board: Board,
+    *,
+    counters: Counters,
+    now: float,
+    max_rows: int,
+    status: Status | None = None,
+) -> RenderableType:
+    """The whole view (header line and task table) for the board as it is at ``now``; the
+    connection's state leads the header while not connected.
 
     Pure: no I/O and no clock, so tests render it to a recording console.
     """
@@ -191,7 +208,7 @@ def render(board: Board, *, counters: Counters, now: float, max_rows: int) -> Re
             Text(", ".join(report.tags), no_wrap=True, overflow="ellipsis"),
             Text(error_text(report) or silent or "", style="red", no_wrap=True),
         )
-    parts: list[RenderableType] = [_header(board, counters), table]
+    parts: list[RenderableType] = [_header(board, counters, status, now), table]
     if more_active or more_finished:
         parts.append(
             Text(f"… {more_active:,} more active, {more_finished:,} more finished", style="dim")
@@ -217,10 +234,10 @@ def _line(task: TaskState, now: float) -> Text:
     return Text(" ".join(p for p in parts if p))
 
 
-def _summary(board: Board, counters: Counters, now: float) -> Text:
+def _summary(board: Board, counters: Counters, now: float, status: Status | None = None) -> Text:
     """One plain line per refresh when not on a terminal and not following one task."""
     stamp = datetime.fromtimestamp(now, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-    return Text(f"{stamp} ").append_text(_header(board, counters))
+    return Text(f"{stamp} ").append_text(_header(board, counters, status, now))
 
 
 # -- receiving ----------------------------------------------------------------------------
@@ -315,20 +332,22 @@ async def watch(
     since: Since | None = None,
     board: Board | None = None,
     ready: asyncio.Event | None = None,
+    status: Status | None = None,
 ) -> int:
     """Show the tasks on the exchange until ``stop`` (or until the followed task ends).
 
     On a terminal the table refreshes in place (``rich.live.Live``) at most every
     ``refresh`` seconds. Otherwise, so that logs stay readable, it prints one line per state
     change of the followed task, or, without ``task_id``, one summary line per refresh in
-    which something arrived.
+    which something arrived (or the connection's state changed).
 
     Only reports published after the subscription is bound are seen (reports are never
     queued for late listeners), unless ``since`` reads the exchange's history first
     (:mod:`streamer.history`): then a task that ended before is shown as it ended. A caller
     that starts the tasks itself (``streamer demo``) passes ``ready``, set once the
     subscription is bound, and waits for it before publishing; and its own ``board``
-    (reports are folded into it) to read what arrived once the view has stopped.
+    (reports are folded into it) to read what arrived once the view has stopped. A caller
+    that wants to know whether a broker ever answered passes its own ``status``.
 
     Returns:
         the exit code: see :data:`EXIT_CODES` and :data:`EXIT_STOPPED`; 0 without
@@ -337,39 +356,24 @@ async def watch(
     Raises:
         InvalidReport: ``task_id`` cannot be a routing-key word.
         NoHistory: ``since`` was given, and the exchange keeps no history.
+        AuthenticationError, UntrustedCertificate: retrying cannot help.
     """
     console = console if console is not None else Console()
     stop = stop if stop is not None else asyncio.Event()
+    status = status if status is not None else Status("watch")
     refresh = max(refresh, 0.01)
     prefix = settings.routing_prefix
     binding = routing_key(task_id, prefix) if task_id is not None else f"{prefix}.#"
     plain = not console.is_terminal
-    replay = await replay_for(settings, since, [binding])
     watcher = _Watcher(
         task_id,
         _OnChange(console) if plain and task_id is not None else None,
         settings=settings,
-        replay=replay,
         board=board,
     )
-
-    # The fast receiver, without acks (a view only displays); it reconnects by itself, so the
-    # view survives broker restarts.
-    receiver = Receiver(
-        watcher.on_batch,
-        settings=settings,
-        bindings={"routing_keys": [binding]},
-        no_ack=True,
-        what="watch",
-        gather=VIEW_GATHER,
-        stream=stream_name(settings) if replay is not None else None,
-        offset=replay.since.offset if replay is not None else "next",
-    )
-    watcher.offset = lambda: receiver.offset
-    if replay is not None:
-        watcher.counters.replaying = replay.progress(-1)
-    consuming = asyncio.ensure_future(receiver.run())
-    announcing = asyncio.ensure_future(_set_when(receiver.consuming, ready))
+    # Probing the history (which may wait for the broker) and receiving run while the view
+    # shows, so that the view shows the connection's state meanwhile.
+    consuming = asyncio.ensure_future(_receive(watcher, settings, binding, since, status, ready))
     waiters: set[asyncio.Future[Any]] = {
         consuming,
         asyncio.ensure_future(stop.wait()),
@@ -377,16 +381,15 @@ async def watch(
     }
     try:
         if plain:
-            await _plain(watcher, console, waiters, refresh)
+            await _plain(watcher, console, waiters, refresh, status)
         else:
-            await _live(watcher, console, waiters, refresh, max_rows)
+            await _live(watcher, console, waiters, refresh, max_rows, status)
         if consuming.done():
             consuming.result()  # the receiver gave up (e.g. refused login): raise its error
     finally:
-        receiver.stop()
-        for waiter in (*waiters, announcing):
+        for waiter in waiters:
             waiter.cancel()
-        for waiter in (*waiters, announcing):
+        for waiter in waiters:
             with contextlib.suppress(asyncio.CancelledError):
                 await waiter
 
@@ -408,6 +411,41 @@ async def watch(
     return EXIT_CODES.get(task.state, EXIT_CODES["error"])
 
 
+async def _receive(
+    watcher: _Watcher,
+    settings: Settings,
+    binding: str,
+    since: Since | None,
+    status: Status,
+    ready: asyncio.Event | None,
+) -> None:
+    """Read the history first (when asked), then live, through the fast receiver without
+    acks (a view only displays); it reconnects by itself, so the view survives broker
+    restarts. Cancelling it closes the connection."""
+    replay = await replay_for(settings, since, [binding], status=status)
+    watcher.replay = replay
+    receiver = Receiver(
+        watcher.on_batch,
+        settings=settings,
+        bindings={"routing_keys": [binding]},
+        no_ack=True,
+        what="watch",
+        gather=VIEW_GATHER,
+        stream=stream_name(settings) if replay is not None else None,
+        offset=replay.since.offset if replay is not None else "next",
+        status=status,
+    )
+    watcher.offset = lambda: receiver.offset
+    if replay is not None:
+        watcher.counters.replaying = replay.progress(-1)
+    announcing = asyncio.ensure_future(_set_when(receiver.consuming, ready))
+    try:
+        await receiver.run()
+    finally:
+        receiver.stop()
+        announcing.cancel()
+
+
 async def _set_when(bound: asyncio.Event, ready: asyncio.Event | None) -> None:
     """Set ``ready`` once the receiver is bound (nothing to do without one)."""
     if ready is not None:
@@ -427,16 +465,25 @@ async def _live(
     waiters: set[asyncio.Future[Any]],
     refresh: float,
     max_rows: int,
+    status: Status,
 ) -> None:
-    """Redraw in place; refreshing is driven from here, never per message nor by a thread."""
+    """Redraw in place; refreshing is driven from here, never per message nor by a thread.
+
+    Log records would scroll the table apart: while it shows, only errors are written, and
+    above it (the header says what the reconnect loop's lines would)."""
 
     def frame() -> RenderableType:
         now = time.time()
         watcher.counters.sample(now)
         rows = min(max_rows, max(console.size.height - 6, 1))
-        return render(watcher.board, counters=watcher.counters, now=now, max_rows=rows)
+        return render(
+            watcher.board, counters=watcher.counters, now=now, max_rows=rows, status=status
+        )
 
-    with Live(frame(), console=console, auto_refresh=False, redirect_stderr=False) as live:
+    with (
+        logs_above(console, logging.ERROR),
+        Live(frame(), console=console, auto_refresh=False, redirect_stderr=False) as live,
+    ):
         while True:
             ended = await _tick(waiters, refresh)
             live.update(frame(), refresh=True)
@@ -449,17 +496,28 @@ async def _plain(
     console: Console,
     waiters: set[asyncio.Future[Any]],
     refresh: float,
+    status: Status,
 ) -> None:
-    """Lines for logs: state changes come from the watcher, summaries from here."""
+    """Lines for logs: state changes come from the watcher, summaries from here; a change
+    of the connection's state is a line too (with --task: the status alone)."""
     printed = 0
+    phase = Phase.CONNECTING
     while True:
         ended = await _tick(waiters, refresh)
-        watcher.counters.sample(time.time())
+        now = time.time()
+        watcher.counters.sample(now)
         counters = watcher.counters
-        if watcher.task_id is None and counters.received != printed:
+        # (a first connection, as expected, is no news: only trouble and the end of it)
+        moved = status.phase is not phase and status.phase is not Phase.STOPPED
+        moved = moved and not (phase is Phase.CONNECTING and status.connected) and not ended
+        phase = status.phase
+        if watcher.task_id is None and (counters.received != printed or moved):
             printed = counters.received
             console.print(
-                _summary(watcher.board, counters, time.time()), soft_wrap=True, highlight=False
+                _summary(watcher.board, counters, now, status), soft_wrap=True, highlight=False
             )
+        elif moved:
+            stamp = datetime.fromtimestamp(now, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+            console.print(Text(f"{stamp} {status.text(now)}"), soft_wrap=True, highlight=False)
         if ended:
             return

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from .connection import Connection, ConnectionCallbacks, Delivery, State
 from .link import Keeper, Link, classify, open_connection, tls_context
+from .status import Phase, Status
 
 __all__ = [
     "Connection",
@@ -13,7 +14,9 @@ __all__ = [
     "Delivery",
     "Keeper",
     "Link",
+    "Phase",
     "State",
+    "Status",
     "classify",
     "open_connection",
     "tls_context",

@@ -348,13 +348,13 @@ class Connection(asyncio.Protocol):
             self._callbacks.on_blocked(False)
         elif isinstance(value, commands.Connection.Close):
             self._send(commands.Connection.CloseOk(), 0)
-            self._fail(_reply_error(value, "connection"))
+            self._fail(_reply_error(value, "connection", self.url))
         elif isinstance(value, commands.Channel.Close):
             # Channels only close on errors we cannot repair in place (e.g. the exchange was
             # deleted, a queue declared with other arguments); reconnecting re-declares.
             self._send(commands.Channel.CloseOk(), channel)
             self._incoming.pop(channel, None)
-            err = _reply_error(value, f"channel {channel}")
+            err = _reply_error(value, f"channel {channel}", self.url)
             waiter = self._waiters.pop(channel, None)
             if waiter is not None and not waiter.done():
                 waiter.set_exception(err)
@@ -650,12 +650,14 @@ def _stream_offset(buf: bytes, head: int) -> int:
 
 
 def _reply_error(
-    value: commands.Connection.Close | commands.Channel.Close, what: str
+    value: commands.Connection.Close | commands.Channel.Close, what: str, url: str
 ) -> BrokerError:
-    text = f"broker closed the {what}: {value.reply_code} {value.reply_text}"
     if value.reply_code == _ACCESS_REFUSED and what == "connection":
+        # Worded as the consumer's (aiormq) path words it: one message for every command.
+        text = f"broker at {mask_url(url)} refused the credentials: {value.reply_text}"
         return AuthenticationError(text, value.reply_code)
-    return BrokerError(text, value.reply_code or 0)
+    return BrokerError(f"broker closed the {what}: {value.reply_code} {value.reply_text}",
+                       value.reply_code or 0)  # fmt: skip
 
 
 def client_properties(name: str) -> dict[str, Any]:

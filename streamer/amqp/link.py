@@ -11,8 +11,10 @@ pool and the receiver both use it; nothing else in the repository dials a broker
 Failures are mapped once, here: refused credentials (:class:`~streamer.AuthenticationError`),
 an untrusted certificate (:class:`~streamer.UntrustedCertificate`) and a refused set-up
 (403/404/406 on a declaration) cannot be cured by retrying; everything else (refused
-connections, timeouts, resets) can. A long outage is logged on its first failure and then
-once in a while, never once per attempt.
+connections, timeouts, resets) can. The loop keeps a :class:`~streamer.amqp.status.Status`
+that views render (a status line, a header, a page) and logs one line per change of its phase
+(unreachable, connected, lost, credentials refused, certificate not trusted), never one per
+attempt: a broker down for an hour costs a log two lines, not thousands.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import asyncio
 import logging
 import random
 import ssl
+import time
 from collections.abc import Awaitable, Callable
 from typing import Final, Generic, TypeVar
 from urllib.parse import unquote, urlsplit
@@ -28,12 +31,12 @@ from urllib.parse import unquote, urlsplit
 from ..errors import AuthenticationError, BrokerError, UntrustedCertificate
 from ..settings import Settings, mask_url
 from .connection import Connection, ConnectionCallbacks, client_properties
+from .status import Phase, Status, phase_of
 
 __all__ = ["Keeper", "Link", "classify", "open_connection", "tls_context"]
 
 log = logging.getLogger(__name__)
 
-_LOG_EVERY: Final = 50  # after the first failure, one log line per this many
 _REFUSED_SETUP: Final = frozenset({403, 404, 406})  # access refused, not found, inconsistent
 
 Setup = Callable[[Connection], Awaitable[None]]
@@ -127,6 +130,8 @@ class Keeper(Generic[C]):
             (refused credentials or certificate before the first connection; a refused
             set-up at any time). Consumers want that; a publisher never raises.
         on_open: called with each new connection, once it is set up.
+        status: the state to keep up to date (default: a new one); several keepers that
+            take turns for one view (a history probe, then the receiver) share one.
     """
 
     def __init__(
@@ -136,6 +141,7 @@ class Keeper(Generic[C]):
         what: str,
         fatal: bool = False,
         on_open: Callable[[C], None] | None = None,
+        status: Status | None = None,
     ) -> None:
         self.settings = settings
         self.what = what
@@ -144,10 +150,23 @@ class Keeper(Generic[C]):
         self.conn: C | None = None
         self.connected = asyncio.Event()
         self.reconnects = 0  # connections re-established after a loss
-        self.attempts = 0  # failed attempts since the last success
-        self.last_error: BaseException | None = None  # why the last attempt failed
-        self.ever_connected = False
+        self.status = status if status is not None else Status(what)
+        self.status.what = what
+        if not self.status.since:  # (a status shared with an earlier keeper keeps its time)
+            self.status.since = time.time()
+        self.ever_connected = False  # this keeper's own (a shared status may say more)
         self._stopped = asyncio.Event()
+
+    @property
+    def attempts(self) -> int:
+        """Failed attempts since the last success."""
+        return self.status.attempts
+
+    @property
+    def last_error(self) -> BaseException | None:
+        """Why the last attempt failed."""
+        error = self.status.error
+        return error if isinstance(error, BaseException) else None
 
     async def dial(self, url: str) -> C:
         """Connect to ``url`` and set the connection up, within ``connect_timeout``.
@@ -184,14 +203,15 @@ class Keeper(Generic[C]):
         while not self._stopped.is_set():
             found = await self._connect_any()
             if found is None:
-                await self._sleep(random.uniform(delay / 2, delay))
+                await self._wait(random.uniform(delay / 2, delay))
                 delay = min(delay * 2, settings.reconnect_max)
                 continue
-            url, conn = found
+            _, conn = found
             delay = settings.reconnect_min
             if self.ever_connected:
                 self.reconnects += 1
             self.ever_connected = True
+            self._move(Phase.CONNECTED)
             self.conn = conn
             self.connected.set()
             if self.on_open is not None:
@@ -207,20 +227,42 @@ class Keeper(Generic[C]):
                 self.connected.clear()
             if self._stopped.is_set():
                 return
-            log.warning(
-                "%s: lost connection to %s: %s; reconnecting",
-                self.what,
-                mask_url(url),
-                lost.result(),
-            )
-            await self._sleep(random.uniform(delay / 2, delay))
+            self.status.error = str(lost.result())
+            self._move(Phase.LOST)
+            await self._wait(random.uniform(delay / 2, delay))
 
     async def close(self, timeout: float) -> None:
         """Stop reconnecting and close the current connection politely."""
         self.stop()
+        self.status.move(Phase.STOPPED, time.time())  # (asked for: no log line)
         conn, self.conn = self.conn, None
         if conn is not None:
             await self.hang_up(conn, timeout)
+
+    async def _wait(self, seconds: float) -> None:
+        """Sleep until the next attempt (or :meth:`stop`), saying when it will be."""
+        self.status.retry_at = time.time() + seconds
+        await self._sleep(seconds)
+        self.status.retry_at = None
+
+    def _move(self, phase: Phase) -> None:
+        """Enter ``phase``; a change is worth one log line (an attempt is not)."""
+        status = self.status
+        trouble = status.phase not in (Phase.CONNECTING, Phase.CONNECTED)
+        attempts = status.attempts
+        if not status.move(phase, time.time()):
+            return
+        if phase is Phase.CONNECTED:
+            if trouble:  # a recovery: said as loudly as the trouble was
+                log.warning("%s after %d failed attempts", status.headline(), attempts)
+            else:
+                log.info("%s", status.headline())
+        elif phase is Phase.LOST:
+            log.warning("%s; reconnecting", status.headline())
+        elif phase in (Phase.REFUSED, Phase.UNTRUSTED):
+            log.error("%s; retrying", status.headline())
+        elif phase is Phase.UNREACHABLE:
+            log.warning("%s; retrying", status.headline())
 
     async def _sleep(self, seconds: float) -> None:
         try:
@@ -233,50 +275,36 @@ class Keeper(Generic[C]):
         for url in self.settings.urls:
             if self._stopped.is_set():
                 return None
+            self.status.trying(url)
             try:
                 conn = await self.dial(url)
             except (OSError, TimeoutError, EOFError, BrokerError) as exc:
                 self._failed(url, exc)
                 continue
-            if self.attempts:
-                log.info(
-                    "%s: connected to %s after %d failed attempts",
-                    self.what,
-                    mask_url(url),
-                    self.attempts,
-                )
-            self.attempts = 0
             return url, conn
         return None
 
     def _failed(self, url: str, exc: BaseException) -> None:
         shown, fatal = classify(url, exc)
-        self.last_error = shown
         if self.fatal and fatal:
             if isinstance(shown, BrokerError) and not isinstance(shown, AuthenticationError):
                 raise BrokerError(
                     f"broker refused the {self.what}'s set-up: {shown}", shown.code
                 ) from exc
             if not self.ever_connected:  # wrong credentials or CA: say so, do not retry
+                self.status.error = shown  # (the caller says it: no log line here)
+                self.status.move(phase_of(shown), time.time())
                 raise shown from (None if shown is exc else exc)
-        self.attempts += 1
-        # Loud on the first failure, then once in a while: a long outage must not flood logs.
-        if self.attempts == 1 or self.attempts % _LOG_EVERY == 0:
-            log.log(
-                logging.ERROR if fatal else logging.WARNING,
-                "%s: cannot connect to %s (attempt %d): %s",
-                self.what,
-                mask_url(url),
-                self.attempts,
-                str(shown) or repr(shown),
-            )
+        self.status.error = shown
+        self.status.attempts += 1
+        self._move(phase_of(shown))
 
 
 class Link(Keeper[Connection]):
     """Keeps one of the core's own connections open (the publisher's pool, the receiver).
 
     Args:
-        settings, what, fatal, on_open: see :class:`Keeper`.
+        settings, what, fatal, on_open, status: see :class:`Keeper`.
         name: the connection name the broker shows.
         callbacks: receives the connection's events.
         setup: run on every new connection before it counts as connected.
@@ -292,8 +320,9 @@ class Link(Keeper[Connection]):
         what: str,
         fatal: bool = False,
         on_open: Callable[[Connection], None] | None = None,
+        status: Status | None = None,
     ) -> None:
-        super().__init__(settings, what=what, fatal=fatal, on_open=on_open)
+        super().__init__(settings, what=what, fatal=fatal, on_open=on_open, status=status)
         self.name = name
         self.callbacks = callbacks
         self.setup = setup

@@ -1,10 +1,13 @@
 """What every ``streamer`` command shares: the common options, settings, running a coroutine
 under uvloop, stopping on signals, and the one error path.
 
-Errors are one line on stderr and an exit code (DESIGN: command line): 2 for usage and
-configuration errors (click's own usage errors too, such as an unknown command), 1 for
-anything else, 130 on Ctrl-C; a traceback only with ``-v``. They all leave through
-:meth:`Group.main`, so no command handles errors of its own.
+Errors are one line on stderr and an exit code (DESIGN: command line), the same for every
+command: 2 for usage and configuration errors (click's own usage errors too, such as an
+unknown command), 3 when no broker was ever connected within the time given (``--timeout``),
+4 when the broker refused the credentials, 5 when its TLS certificate is not trusted, 1 for
+anything else, 130 on Ctrl-C; a traceback only with ``-v``. Commands use the codes from 10 up
+for their own outcomes (``watch --task``). They all leave through :meth:`Group.main`, so no
+command handles errors of its own.
 """
 
 from __future__ import annotations
@@ -17,19 +20,35 @@ import logging
 import signal
 import sys
 from collections.abc import Callable, Coroutine, Iterator, Sequence
-from typing import Any, NoReturn, TypeVar
+from typing import Any, Final, NoReturn, TypeVar
 
 import click
 
-from ..errors import ConfigError, InvalidReport, StreamerError
+from ..amqp import Status
+from ..errors import (
+    AuthenticationError,
+    ConfigError,
+    InvalidReport,
+    StreamerError,
+    UntrustedCertificate,
+)
 from ..routing import routing_key
 from ..settings import Settings, load_settings
 from ..topology import CONSUMER_TABLES
 
 __all__ = [
+    "EXIT_CREDENTIALS",
+    "EXIT_FAILURE",
+    "EXIT_NEVER_CONNECTED",
+    "EXIT_UNTRUSTED",
+    "EXIT_USAGE",
     "Group",
+    "NeverConnected",
     "common_options",
+    "deadline_passed",
+    "face",
     "on_signals",
+    "reach",
     "run",
     "settings_from",
     "since_option",
@@ -38,6 +57,25 @@ __all__ = [
 ]
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+EXIT_FAILURE: Final = 1  # anything else: the line says what
+EXIT_USAGE: Final = 2  # usage or configuration error
+EXIT_NEVER_CONNECTED: Final = 3  # --timeout passed and no broker ever answered
+EXIT_CREDENTIALS: Final = 4  # the broker refused the credentials
+EXIT_UNTRUSTED: Final = 5  # the broker's TLS certificate did not verify
+
+
+class NeverConnected(StreamerError):
+    """The command's time ran out before any broker answered (exit 3): start the broker,
+    or check the URL and the network between."""
+
+    def __init__(self, status: Status, seconds: float) -> None:
+        why = status.reason()
+        super().__init__(
+            f"never connected to {status.url or 'the broker'} in {seconds:g} s"
+            + (f" ({status.attempts} attempts; last: {why})" if why else "")
+        )
+
 
 # -v of the command being run, for the error path (it decides whether to show a traceback).
 # One command runs per process, and Group.main resets it for in-process runs (tests).
@@ -132,6 +170,69 @@ def run(verbose: int, main: Coroutine[Any, Any, int]) -> int:
     return uvloop.run(main)
 
 
+def face(status: Status) -> contextlib.AbstractAsyncContextManager[object]:
+    """The connection's status line on stderr while not connected, when stderr is a
+    terminal; nothing otherwise (in a log, the reconnect loop's one line per change of
+    state says it). rich is imported only then: it costs start-up time."""
+    if not sys.stderr.isatty():
+        return contextlib.nullcontext()
+    from rich.console import Console
+
+    from ..statusline import StatusLine
+
+    return StatusLine(status, Console(stderr=True))
+
+
+async def reach(settings: Settings, what: str, within: float) -> None:
+    """Wait until a broker accepts us, at most ``within`` seconds, with the status line on a
+    terminal meanwhile; for the commands that publish only, whose publisher never raises:
+    refused credentials or an untrusted certificate must stop them at once, as they stop
+    every other command.
+
+    Raises:
+        AuthenticationError, UntrustedCertificate: at once.
+        NeverConnected: no broker answered within ``within`` seconds.
+    """
+    from ..amqp import ConnectionCallbacks, Link
+
+    async def nothing(conn: object) -> None:
+        return None
+
+    status = Status(what)
+    link = Link(
+        settings,
+        name=f"{settings.client_name} {what}",
+        callbacks=ConnectionCallbacks(),
+        setup=nothing,
+        what=what,
+        fatal=True,
+        status=status,
+    )
+    keeping = asyncio.ensure_future(link.run())
+    connected = asyncio.ensure_future(link.connected.wait())
+    try:
+        async with face(status):
+            await asyncio.wait(
+                {keeping, connected}, timeout=within, return_when=asyncio.FIRST_COMPLETED
+            )
+    finally:
+        connected.cancel()
+        await link.close(settings.close_timeout)
+        if not keeping.done():
+            keeping.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await keeping  # raises what made it give up (credentials, certificate)
+    if not status.ever_connected:
+        raise NeverConnected(status, within)
+
+
+def deadline_passed(status: Status, seconds: float | None) -> None:
+    """At the end of a ``--timeout``: raise :class:`NeverConnected` (exit 3) if no broker
+    ever answered."""
+    if seconds is not None and not status.ever_connected:
+        raise NeverConnected(status, seconds)
+
+
 @contextlib.contextmanager
 def on_signals(
     callback: Callable[[], None], signals: Sequence[int] = (signal.SIGINT, signal.SIGTERM)
@@ -184,14 +285,26 @@ class Group(click.Group):
             sys.exit(exc.exit_code)
         except KeyboardInterrupt:
             sys.exit(130)
+        except UntrustedCertificate as exc:
+            if _verbosity[0]:
+                raise
+            _fail(f"error: {exc}", EXIT_UNTRUSTED)
+        except AuthenticationError as exc:
+            if _verbosity[0]:
+                raise
+            _fail(f"error: {exc}", EXIT_CREDENTIALS)
+        except NeverConnected as exc:
+            if _verbosity[0]:
+                raise
+            _fail(f"error: {exc}", EXIT_NEVER_CONNECTED)
         except ConfigError as exc:
             if _verbosity[0]:
                 raise
-            _fail(f"configuration error: {exc}", 2)
+            _fail(f"configuration error: {exc}", EXIT_USAGE)
         except (StreamerError, OSError) as exc:
             if _verbosity[0]:
                 raise
-            _fail(f"error: {exc}", 1)
+            _fail(f"error: {exc}", EXIT_FAILURE)
         sys.exit(code if isinstance(code, int) else 0)
 
     def resolve_command(

@@ -10,7 +10,7 @@ from ..consumer import Consumer
 from ..errors import CallbackError
 from ..settings import mask_url
 from ..topology import consumer_tables
-from ._common import common_options, on_signals, run, settings_from
+from ._common import common_options, face, on_signals, run, settings_from
 
 
 @click.command()
@@ -83,7 +83,8 @@ async def _consume(consumer: Consumer) -> int:
     )
     try:
         with on_signals(consumer.stop):
-            return int(await consumer.run())
+            async with face(consumer.status):
+                return int(await consumer.run())
     except CallbackError as exc:
         click.echo(f"streamer: {exc}", err=True)
         return 1

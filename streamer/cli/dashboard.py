@@ -11,7 +11,15 @@ from ..errors import ConfigError
 from ..history import Since
 from ..settings import mask_url
 from ..topology import consumer_tables
-from ._common import common_options, on_signals, run, settings_from, since_option, usage_error
+from ._common import (
+    common_options,
+    face,
+    on_signals,
+    run,
+    settings_from,
+    since_option,
+    usage_error,
+)
 
 if TYPE_CHECKING:
     from ..dashboard import Dashboard
@@ -144,7 +152,8 @@ async def _serve(board: Dashboard) -> int:
             stopping = asyncio.ensure_future(stop.wait())
             consuming = asyncio.ensure_future(board.wait())
             try:
-                await asyncio.wait({stopping, consuming}, return_when=asyncio.FIRST_COMPLETED)
+                async with face(board.status):
+                    await asyncio.wait({stopping, consuming}, return_when=asyncio.FIRST_COMPLETED)
             finally:
                 stopping.cancel()
             if consuming.done():

@@ -15,13 +15,14 @@ from typing import Any
 import click
 from rich.console import Console
 
+from ..amqp import Status
 from ..board import Board
 from ..errors import StreamerError
 from ..publisher import Publisher
 from ..settings import Settings, mask_url
 from ..simulate import Simulation, Tally, run_simulation
 from ..watch import watch
-from ._common import common_options, run, settings_from
+from ._common import NeverConnected, common_options, run, settings_from
 from .simulate import in_flight, seed_option, summary, tasks_option, updates_option
 
 # Seconds between the view's redraws: smooth on a terminal, a few lines in a log.
@@ -56,8 +57,10 @@ def demo(
     """Simulate syncs and publishes while a live task table shows them arrive.
 
     On a terminal the table (streamer watch's) fills in place; otherwise one summary line is
-    printed a second. A summary of the run ends it. Exits 0 when every report was confirmed
-    and the final state of every task arrived, 1 otherwise.
+    printed a second (while not connected, with the connection's state). A summary of the
+    run ends it. Exits 0 when every report was confirmed and the final state of every task
+    arrived, 1 otherwise; 3 when no broker answered within twice connect_timeout, 4 when the
+    broker refuses the credentials, 5 when its certificate is not trusted.
 
     \b
     Example:
@@ -89,15 +92,24 @@ async def _demo(settings: Settings, simulation: Simulation, console: Console) ->
     board = Board(max_seq_jump=settings.max_seq_jump, stall_after=settings.stall_after)
     ready, stop = asyncio.Event(), asyncio.Event()
     refresh = TERMINAL_REFRESH if console.is_terminal else PLAIN_REFRESH
+    status = Status("demo")
     viewing = asyncio.ensure_future(
-        watch(settings, refresh=refresh, console=console, stop=stop, board=board, ready=ready)
+        watch(
+            settings,
+            refresh=refresh,
+            console=console,
+            stop=stop,
+            board=board,
+            ready=ready,
+            status=status,
+        )
     )
     tally = Tally()
     try:
         patience = 2 * settings.connect_timeout
         await _until_ready(ready, viewing, patience)
         if not ready.is_set():
-            raise StreamerError(f"no broker answered at {broker} within {patience:.0f} s")
+            raise NeverConnected(status, patience)
         started = time.perf_counter()
         async with Publisher(settings=settings) as pub:
             await run_simulation(

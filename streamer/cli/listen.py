@@ -8,11 +8,20 @@ import sys
 import click
 import msgspec
 
-from ..amqp import Delivery
+from ..amqp import Delivery, Status
 from ..history import Since, replay_for, stream_name
 from ..receiver import VIEW_GATHER, Receiver, ReportReader
 from ..settings import Settings, replace_host
-from ._common import common_options, on_signals, run, settings_from, since_option, task_key
+from ._common import (
+    common_options,
+    deadline_passed,
+    face,
+    on_signals,
+    run,
+    settings_from,
+    since_option,
+    task_key,
+)
 
 encode_json = msgspec.json.Encoder().encode
 
@@ -57,7 +66,7 @@ encode_json = msgspec.json.Encoder().encode
     "--timeout",
     type=click.FloatRange(min=0, min_open=True),
     metavar="S",
-    help="Exit after S seconds.",
+    help="Exit after S seconds (exit 3 if no broker answered by then).",
 )
 @since_option(
     "Print the exchange's history first, from WHEN: 'first', a duration back from now "
@@ -84,9 +93,11 @@ def listen(
     queue (exclusive, auto-deleted, capped at 10,000 messages) is bound to each key; the
     listener reconnects by itself after a broker restart. Malformed messages are skipped and
     counted (a summary goes to stderr at exit). Exits 0 on Ctrl-C/SIGTERM, after --count
-    messages or after --timeout seconds. With --since it reads the exchange's history
-    (`streamer history`) from that time, then live from the same stream: nothing twice,
-    nothing missed in between.
+    messages or after --timeout seconds (3 if it never connected by then; 4 when the broker
+    refuses the credentials, 5 when its certificate is not trusted). While not connected, a
+    status line shows on stderr when that is a terminal. With --since it reads the
+    exchange's history (`streamer history`) from that time, then live from the same stream:
+    nothing twice, nothing missed in between.
 
     \b
     Examples:
@@ -115,9 +126,32 @@ async def _listen(
 ) -> int:
     """Print every report on ``keys`` through the fast receiver (no acks: it only displays;
     reading the history, acks, as a stream requires them)."""
+    status = Status("listen")
+    async with face(status):
+        await _receive(settings, keys, mode, count, timeout, since, status)
+    deadline_passed(status, timeout)
+    return 0
+
+
+async def _receive(
+    settings: Settings,
+    keys: list[str],
+    mode: str,
+    count: int | None,
+    timeout: float | None,
+    since: Since | None,
+    status: Status,
+) -> None:
+    """Receive and print until stopped (``--count``, ``--timeout``, a signal)."""
     import asyncio
 
-    replay = await replay_for(settings, since, keys)
+    loop = asyncio.get_running_loop()
+    deadline = None if timeout is None else loop.time() + timeout
+    try:
+        async with asyncio.timeout_at(deadline):  # (the history may wait for the broker)
+            replay = await replay_for(settings, since, keys, status=status)
+    except TimeoutError:
+        return
     reader = ReportReader(settings.max_body)
     out = sys.stdout.buffer
     seen = 0
@@ -167,9 +201,9 @@ async def _listen(
         gather=VIEW_GATHER,
         stream=stream_name(settings) if replay is not None else None,
         offset=replay.since.offset if replay is not None else "next",
+        status=status,
     )
-    loop = asyncio.get_running_loop()
-    timer = loop.call_later(timeout, stop) if timeout is not None else None
+    timer = loop.call_at(deadline, stop) if deadline is not None else None
     try:
         with on_signals(stop):
             await receiver.run()
@@ -184,4 +218,3 @@ async def _listen(
             f"listen: skipped {total} malformed message{'' if total == 1 else 's'} ({kinds})",
             err=True,
         )
-    return 0

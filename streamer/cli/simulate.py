@@ -18,7 +18,7 @@ from ..settings import Settings, mask_url
 from ..simulate import MIN_UPDATES, Simulation, Tally, run_simulation
 from ..stats import Stats
 from ..view import RateWindow
-from ._common import common_options, run, settings_from, usage_error
+from ._common import common_options, reach, run, settings_from, usage_error
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -103,7 +103,9 @@ def simulate(
 
     Every report of every task is published, as fast as the broker confirms or at --rate.
     Shows a progress bar while running (when stderr is a terminal) and a summary at the
-    end. Exits 0 when every report is accounted for and none was dropped, 1 otherwise.
+    end. Exits 0 when every report is accounted for and none was dropped, 1 otherwise; 3
+    when no broker answers within connect_timeout (5 s), 4 when the broker refuses the
+    credentials, 5 when its certificate is not trusted, before anything is simulated.
 
     \b
     Example:
@@ -134,6 +136,7 @@ async def _simulate(settings: Settings, simulation: Simulation, progress: bool) 
     Coalesced reports do not fail the run (they are superseded by design), but the
     simulation throttles to the broker's confirms precisely so that there are none.
     """
+    await reach(settings, "simulate", settings.connect_timeout)
     tally = Tally()
     async with Publisher(settings=settings) as pub:
         started = time.perf_counter()

@@ -6,9 +6,18 @@ import asyncio
 
 import click
 
+from ..amqp import Status
 from ..history import Since
 from ..settings import Settings
-from ._common import common_options, on_signals, run, settings_from, since_option, task_key
+from ._common import (
+    common_options,
+    deadline_passed,
+    on_signals,
+    run,
+    settings_from,
+    since_option,
+    task_key,
+)
 
 
 @click.command()
@@ -34,6 +43,13 @@ from ._common import common_options, on_signals, run, settings_from, since_optio
     show_default=True,
     help="Table rows shown at most (active tasks first, then recently finished).",
 )
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=0, min_open=True),
+    metavar="S",
+    help="Stop after S seconds: exit 13 with --task (it had not ended), else 0; "
+    "3 if no broker answered by then.",
+)
 @since_option(
     "Replay the exchange's history from WHEN first: 'first', a duration back from now "
     "(10m, 1h) or an ISO time; then go on live. Needs 'streamer history enable'."
@@ -46,6 +62,7 @@ def watch(
     task_id: str | None,
     refresh: float,
     max_tasks: int,
+    timeout: float | None,
     since: Since | str | None,
 ) -> int:
     """Show the tasks on the exchange live: state, progress, rate, ETA.
@@ -53,7 +70,10 @@ def watch(
     On a terminal a table refreshes in place; otherwise (a pipe, a log) one line is printed
     per state change of the --task, or a summary line per refresh. With --task the exit code
     is the task's outcome: 0 finished, 10 error, 11 canceled, 12 skipped (13 when stopped
-    by SIGTERM or Ctrl-C first); without it, SIGTERM and Ctrl-C stop it with 0. Only reports
+    by SIGTERM, Ctrl-C or --timeout first); without it, SIGTERM, Ctrl-C and --timeout stop it
+    with 0. Whatever the mode: 3 when --timeout passed and no broker ever answered, 4 when the
+    broker refuses the credentials, 5 when its certificate is not trusted. While not
+    connected, the header (or a line, in a log) says so and why. Only reports
     published after it starts are seen, unless --since replays the exchange's history
     (`streamer history`) first: a task that ended before is shown as it ended, and --task
     exits at once with its outcome.
@@ -62,6 +82,7 @@ def watch(
     Example:
       streamer watch
       streamer watch --task 8f3c && echo synced
+      streamer watch --task 8f3c --timeout 600   # 13: still running; 3: no broker
       streamer watch --since 10m
       streamer watch --task 8f3c --since first
     """
@@ -69,16 +90,35 @@ def watch(
     if task_id is not None:
         task_key("--task", task_id, settings)
     start = since if isinstance(since, Since) else None
-    return run(verbose, _watch(settings, task_id, refresh, max_tasks, start))
+    return run(verbose, _watch(settings, task_id, refresh, max_tasks, start, timeout))
 
 
 async def _watch(
-    settings: Settings, task_id: str | None, refresh: float, max_rows: int, since: Since | None
+    settings: Settings,
+    task_id: str | None,
+    refresh: float,
+    max_rows: int,
+    since: Since | None,
+    timeout: float | None,
 ) -> int:
     from ..watch import watch as watch_tasks  # rich costs the other commands' start-up time
 
     stop = asyncio.Event()
-    with on_signals(stop.set):  # SIGINT and SIGTERM: a clean stop, as for every command
-        return await watch_tasks(
-            settings, task_id=task_id, refresh=refresh, max_rows=max_rows, stop=stop, since=since
-        )
+    status = Status("watch")
+    timer = asyncio.get_running_loop().call_later(timeout, stop.set) if timeout else None
+    try:
+        with on_signals(stop.set):  # SIGINT and SIGTERM: a clean stop, as for every command
+            code = await watch_tasks(
+                settings,
+                task_id=task_id,
+                refresh=refresh,
+                max_rows=max_rows,
+                stop=stop,
+                since=since,
+                status=status,
+            )
+    finally:
+        if timer is not None:
+            timer.cancel()
+    deadline_passed(status, timeout)
+    return code

@@ -26,7 +26,7 @@ from typing import Any, Final
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
-from ..amqp import Delivery
+from ..amqp import Delivery, Status
 from ..board import Board, TaskState
 from ..errors import ConfigError
 from ..history import Replay, Since, replay_for, stream_name
@@ -36,7 +36,7 @@ from ..settings import Settings
 from ..view import RateWindow
 from .api import TaskApi
 from .auth import Auth, guard
-from .rows import Entry, Summary, encode
+from .rows import ConnectionRow, Entry, Summary, encode
 from .stream import EventStream
 
 __all__ = ["Dashboard"]
@@ -186,6 +186,11 @@ class Dashboard:
         """Set while the dashboard's queue is bound and consumed."""
         return self.receiver.consuming
 
+    @property
+    def status(self) -> Status:
+        """The broker connection's state (connected, or why not and since when)."""
+        return self.receiver.status
+
     async def start(self) -> None:
         """Bind the port, then start consuming and the event stream.
 
@@ -212,7 +217,13 @@ class Dashboard:
     async def _receive(self) -> None:
         """Read the history first (if any, or asked for), then live."""
         self._probe = asyncio.ensure_future(
-            replay_for(self.settings, self._since, self._keys, by_default=self._by_default)
+            replay_for(
+                self.settings,
+                self._since,
+                self._keys,
+                by_default=self._by_default,
+                status=self.receiver.status,
+            )
         )
         replay = await self._probe  # (waits for a broker that does not answer yet)
         if replay is not None:
@@ -339,6 +350,7 @@ class Dashboard:
             source=self._source,
             replaying=self._replay.progress(self.receiver.offset) if self._replay else None,
             history=self._replayed,
+            connection=ConnectionRow.of(self.receiver.status),
         )
 
     # -- the web app ----------------------------------------------------------------------

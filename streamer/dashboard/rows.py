@@ -10,11 +10,21 @@ from typing import Final
 
 import msgspec
 
+from ..amqp import Status
 from ..board import Board, TaskState
 from ..family import Rollup
 from ..view import error_text
 
-__all__ = ["Batch", "Entry", "FamilyRow", "Row", "StepRow", "Summary", "encode"]
+__all__ = [
+    "Batch",
+    "ConnectionRow",
+    "Entry",
+    "FamilyRow",
+    "Row",
+    "StepRow",
+    "Summary",
+    "encode",
+]
 
 _ERROR_TEXT: Final = 200  # characters of an error description shown in a row
 _MAX_CHILDREN: Final = 100  # children listed in a row (the rest are in the family's counts)
@@ -121,6 +131,34 @@ class Row(msgspec.Struct, frozen=True, kw_only=True):
         )
 
 
+class ConnectionRow(msgspec.Struct, frozen=True, kw_only=True):
+    """The broker connection as the page shows it ("broker unreachable since 12:03:04"):
+    :class:`streamer.amqp.Status` on the wire.
+
+    ``state``: connecting, connected, lost, unreachable, refused (credentials), untrusted
+    (certificate) or stopped; ``since`` and ``retry_at`` are Unix seconds; ``attempts``:
+    failed attempts since the last success; ``error``: the last one's reason.
+    """
+
+    state: str
+    since: float
+    url: str
+    attempts: int = 0
+    error: str | None = None
+    retry_at: float | None = None
+
+    @classmethod
+    def of(cls, status: Status) -> ConnectionRow:
+        return cls(
+            state=status.phase.value,
+            since=status.since,
+            url=status.url,
+            attempts=status.attempts,
+            error=status.reason() or None,
+            retry_at=status.retry_at,
+        )
+
+
 class Summary(msgspec.Struct, frozen=True, kw_only=True):
     """The header line: what the board holds and how the stream is doing."""
 
@@ -137,6 +175,7 @@ class Summary(msgspec.Struct, frozen=True, kw_only=True):
     source: str = ""  # what it watches: broker (password masked), exchange, bindings
     replaying: float | None = None  # how much of the history is read (0..1); None: live
     history: str = ""  # the history it read first ("streamer.history from first"), if any
+    connection: ConnectionRow | None = None  # the broker connection's state
 
 
 class Batch(msgspec.Struct, frozen=True, kw_only=True):

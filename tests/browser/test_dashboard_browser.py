@@ -22,7 +22,9 @@ import pytest
 from playwright.async_api import Browser, Page, async_playwright
 
 from streamer import Publisher, Report
+from streamer.dashboard import Dashboard
 from streamer.report import TaskError
+from streamer.settings import load_settings
 from streamer.simulate import Simulation, Tally, run_simulation
 from tests.helpers import running_dashboard
 
@@ -268,3 +270,25 @@ async def _at_least(value: Awaitable[float | None], minimum: float) -> float | N
 
 async def _equals(value: Awaitable[Any], expected: Any) -> bool:
     return bool(await value == expected)
+
+
+async def test_page_says_since_when_the_broker_is_unreachable(free_port: int) -> None:
+    """A refused broker: the page says "broker unreachable since HH:MM:SS" (local time) and
+    the tooltip has the details (the password masked)."""
+    settings = load_settings(env={}, url=f"amqp://guest:s3cret@127.0.0.1:{free_port}/")
+    async with Dashboard(settings, port=0) as dash, chromium() as browser:
+        page = await browser.new_page()
+        await page.goto(dash.url)
+        badge = page.locator("#connection[data-status=no-broker]")
+        await until(lambda: badge.count())
+        text = await until(lambda: _unreachable(badge))
+        since = time.strftime("%H:%M:%S", time.localtime(dash.status.since))
+        assert text == f"broker unreachable since {since}"
+        title = await badge.get_attribute("title") or ""
+        assert title.startswith(f"amqp://guest:***@127.0.0.1:{free_port}/ — attempt ")
+        assert "refused" in title and "s3cret" not in title
+
+
+async def _unreachable(badge: Any) -> str | None:
+    text = str(await badge.text_content())
+    return text if text.startswith("broker unreachable since ") else None

@@ -122,6 +122,25 @@ async def test_consumer_refuses_an_untrusted_certificate(node: PrivateNode, ca_f
     assert "mismatch" in error, error
 
 
+async def test_every_command_exits_5_on_an_untrusted_certificate(node: PrivateNode) -> None:
+    """README: exit codes. The same line and code from each client (the core's receiver,
+    aiormq's consumer, the publisher's pre-flight), at once."""
+    runs = (
+        ("listen", "--timeout", "10"),
+        ("watch", "--timeout", "10"),
+        ("consume", "--callback", "json:dumps"),
+        ("simulate", "--tasks", "1"),
+    )
+    done = await asyncio.gather(
+        *(asyncio.to_thread(run_streamer, *args, "--url", node.tls_url) for args in runs)
+    )
+    for args, result in zip(runs, done, strict=True):
+        line = result.stderr.strip().splitlines()[-1]
+        assert result.returncode == 5, (args, result.stderr)
+        assert line.startswith("streamer: error: amqps://guest:***@localhost:"), (args, line)
+        assert "TLS certificate is not trusted" in line, (args, line)
+
+
 async def test_receiver_over_tls_and_refusing_an_untrusted_certificate(
     node: PrivateNode, ca_file: str
 ) -> None:
@@ -263,7 +282,7 @@ async def test_credentials_never_shown(
     for evidence in (
         "lost connection to",
         "heartbeat missed",
-        "cannot connect to",
+        "broker unreachable at",
         "ACCESS_REFUSED",
         "TLS certificate is not trusted",
         f"{user}:***@",

@@ -3,12 +3,25 @@ is one line on stderr with exit code 2, click's own errors included; help works 
 
 from __future__ import annotations
 
+import importlib
+from collections.abc import Coroutine
 from pathlib import Path
+from typing import Any
 
 import pytest
 from click.testing import CliRunner, Result
 
+from streamer.amqp import Status
 from streamer.cli import main
+from streamer.cli._common import (
+    EXIT_CREDENTIALS,
+    EXIT_FAILURE,
+    EXIT_NEVER_CONNECTED,
+    EXIT_UNTRUSTED,
+    EXIT_USAGE,
+    NeverConnected,
+)
+from streamer.errors import AuthenticationError, BrokerError, UntrustedCertificate
 
 COMMANDS = ("consume", "dashboard", "demo", "listen", "loadtest", "simulate", "watch")
 # loadtest hands options it does not know to locust (tests/unit/test_cli_loadtest.py).
@@ -109,3 +122,62 @@ def test_no_command_shows_the_help() -> None:
 def test_version() -> None:
     result = invoke("--version")
     assert result.exit_code == 0 and "0.1.0" in result.stdout
+
+
+# -- exit codes: the same for every command (README: exit codes) ----------------------------
+
+# The arguments each command needs to get as far as talking to a broker.
+TALKING = {
+    "consume": ("consume", "--callback", "json:dumps"),
+    "dashboard": ("dashboard",),
+    "demo": ("demo",),
+    "history": ("history", "status"),
+    "listen": ("listen",),
+    "simulate": ("simulate",),
+    "watch": ("watch",),
+}
+
+
+def _failing(monkeypatch: pytest.MonkeyPatch, command: str, error: BaseException) -> None:
+    """Make ``command``'s coroutine raise ``error``, as talking to a broker would."""
+
+    def run(verbose: int, main: Coroutine[Any, Any, int]) -> int:
+        main.close()
+        raise error
+
+    # (the package's attribute of that name is the command, not its module)
+    monkeypatch.setattr(importlib.import_module(f"streamer.cli.{command}"), "run", run)
+
+
+@pytest.mark.parametrize("command", sorted(TALKING))
+@pytest.mark.parametrize(
+    ("error", "code"),
+    [
+        (AuthenticationError("broker at amqp://guest:***@h/ refused the credentials: no", 403), 4),
+        (UntrustedCertificate("amqps://h/", "self-signed certificate"), 5),
+        (NeverConnected(Status("x"), 3.0), 3),
+        (BrokerError("broker refused the listen's set-up: 406 PRECONDITION_FAILED", 406), 1),
+    ],
+    ids=["credentials", "certificate", "never-connected", "other"],
+)
+def test_broker_trouble_exits_with_the_same_code_everywhere(
+    monkeypatch: pytest.MonkeyPatch, command: str, error: BaseException, code: int
+) -> None:
+    _failing(monkeypatch, command, error)
+    line = one_line(invoke(*TALKING[command]), code)
+    assert line == f"streamer: error: {error}"
+
+
+def test_exit_codes_are_the_documented_ones() -> None:
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    table = readme[readme.index("### Exit codes") :]
+    for code, meaning in (
+        (EXIT_FAILURE, "failure"),
+        (EXIT_USAGE, "usage"),
+        (EXIT_NEVER_CONNECTED, "never connected"),
+        (EXIT_CREDENTIALS, "credentials"),
+        (EXIT_UNTRUSTED, "certificate"),
+    ):
+        row = next(line for line in table.splitlines() if line.startswith(f"| {code} "))
+        assert meaning in row.lower(), row
+    assert (EXIT_NEVER_CONNECTED, EXIT_CREDENTIALS, EXIT_UNTRUSTED) == (3, 4, 5)

@@ -9,6 +9,7 @@ from typing import Any
 from rich.console import Console
 
 from streamer import Report, TaskError, encode
+from streamer.amqp import Phase, Status
 from streamer.board import Board
 from streamer.settings import Settings
 from streamer.view import Counters
@@ -222,3 +223,28 @@ def test_children_are_indented_under_their_parent() -> None:
     rows = [line.split("  ")[0] for line in text(board).splitlines()[2:]]
     assert rows[rows.index("parent") + 1 : rows.index("parent") + 3] == ["└ kid-a", "└ kid-b"]
     assert "other" in rows
+
+
+def test_the_connection_state_leads_the_header_until_connected() -> None:
+    board = Board()
+    board.apply(Report(task_id="t1", state="running", progress_report=progress(1, 4), seq=1), 990)
+    status = Status("watch")
+    status.trying("amqp://guest:s3cret@127.0.0.1:5672/")
+    status.error = ConnectionRefusedError(111, "Connection refused")
+    status.attempts, status.retry_at = 4, 1_000.8
+    status.move(Phase.UNREACHABLE, 995.0)
+
+    def shown() -> list[str]:
+        console = Console(record=True, width=200, file=io.StringIO())
+        view = render(board, counters=Counters(), now=1_000.0, max_rows=30, status=status)
+        console.print(view)
+        return console.export_text().splitlines()
+
+    lines = shown()
+    assert lines[0].startswith(
+        "connecting to amqp://guest:***@127.0.0.1:5672/ — attempt 4, connection refused, "
+        "next in 0.8 s  │  1 task: 1 running"
+    )
+    assert lines[1].split()[:3] == ["task", "type", "state"] and lines[2].startswith("t1")
+    status.move(Phase.CONNECTED, 1_000.0)
+    assert shown()[0].startswith("1 task: 1 running")

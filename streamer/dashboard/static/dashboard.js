@@ -401,19 +401,42 @@
       parts.push(stalled);
     }
     $("summary").replaceChildren(...parts);
-    if (!s.consuming) connection("no-broker");
+    if (!s.consuming) connection("no-broker", broker(s.connection), detail(s.connection));
     else if (s.replaying !== null && s.replaying !== undefined) {
       connection("replaying", `replaying… ${Math.floor(s.replaying * 100)}%`);
     } else connection("live");
   }
 
-  function connection(status, text) {
+  // The broker connection's state (summary.connection), e.g. "broker unreachable since
+  // 12:03:04" in local time; the details (URL, attempts, last error) in the tooltip.
+  const SAYS = {
+    lost: "connection to the broker lost",
+    unreachable: "broker unreachable",
+    refused: "broker refused the credentials",
+    untrusted: "broker certificate not trusted",
+  };
+
+  function broker(c) {
+    if (!c || !SAYS[c.state]) return undefined;
+    const since = new Date(c.since * 1000).toLocaleTimeString([], { hour12: false });
+    return `${SAYS[c.state]} since ${since}`;
+  }
+
+  function detail(c) {
+    if (!c) return "";
+    const parts = [c.url, `attempt ${Math.max(c.attempts, 1)}`];
+    if (c.error) parts.push(c.error);
+    return parts.join(" — ");
+  }
+
+  function connection(status, text, title) {
     const el = $("connection");
     const shown = text || {
       live: "live",
       "no-broker": "connecting to the broker…",
       connecting: "reconnecting…",
     }[status];
+    el.title = title || "";
     if (el.dataset.status === status && el.textContent === shown) return;
     el.dataset.status = status;
     el.textContent = shown;
