@@ -14,6 +14,7 @@ help:
 	@echo "make test         the whole test suite against a real RabbitMQ"
 	@echo "make bench        throughput vs. other clients + publish() micro benchmarks"
 	@echo "make bench-receive  what dashboard/watch/listen receive and cost, vs. peers"
+	@echo "make bench-history  the history's cost, and a late dashboard reading 1,000,000 reports"
 	@echo "make loadtest     30 s of locust task workers at 20,000 reports/s (LOADTEST=...)"
 	@echo "make capacity     locust capacity search: the highest sustained report rate"
 	@echo "make soak         10 minutes at 70% of the maximum rate: RSS and fds over time"
@@ -21,16 +22,17 @@ help:
 	@echo "make unit         the unit tests only: no network, no broker"
 	@echo "make lint         ruff (lint + format check) + mypy --strict"
 
-# System packages some tests drive: headless Chromium (dashboard browser test) and Prometheus
-# with promtool (metrics tests). Installed from the distribution when missing.
+# System packages some tests drive: headless Chromium (dashboard browser test), Prometheus
+# with promtool (metrics tests) and tmux (watch in a real terminal). Installed from the distribution when missing.
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 system-deps:
 	@command -v chromium >/dev/null && command -v prometheus >/dev/null \
-		&& command -v promtool >/dev/null && command -v redis-server >/dev/null || { \
-		echo "installing chromium, prometheus and redis (Debian packages) for the tests"; \
+		&& command -v promtool >/dev/null && command -v redis-server >/dev/null \
+		&& command -v tmux >/dev/null || { \
+		echo "installing chromium, prometheus, redis and tmux (Debian packages) for the tests"; \
 		$(SUDO) apt-get update -qq && \
 		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium prometheus \
-			redis-server >/dev/null; }
+			redis-server tmux >/dev/null; }
 
 # The RQ test needs a Redis, as RQ itself does: the one on 127.0.0.1:6379, else one started
 # here (in memory only, loopback only).
@@ -66,6 +68,7 @@ bench: $(STAMP)
 bench-smoke: $(STAMP)
 	$(BROKER) $(BIN)/python bench/throughput.py --tasks 5 --reports 20 --repeat 1 --json /dev/null
 	$(BROKER) $(BIN)/python bench/receive.py --reports 2000 --drain 5000 --repeat 1 --json /dev/null
+	$(BROKER) $(BIN)/python bench/history.py --reports 2000 --replay 5000 --repeat 1 --json /dev/null
 	$(BROKER) $(BIN)/python -m pytest -p no:cacheprovider bench/ --benchmark-disable -q
 	$(BROKER) $(BIN)/streamer loadtest --headless -u 5 --rate 1000 -t 4s \
 		--only-summary --exit-code-on-error 0 --csv bench/results/smoke
@@ -75,6 +78,12 @@ bench-smoke: $(STAMP)
 .PHONY: bench-receive
 bench-receive: $(STAMP)
 	$(BROKER) $(BIN)/python bench/receive.py
+
+# The history: the publisher's rate with it on vs off, and a dashboard started after
+# 1,000,000 reports reading it (bench/history.py).
+.PHONY: bench-history
+bench-history: $(STAMP)
+	$(BROKER) $(BIN)/python bench/history.py
 
 # A 30 s run at a fixed rate, then the capacity search (docs/capacity-testing.md): locust on
 # loadtest/locustfile.py, through `streamer loadtest` as a pip user runs it.

@@ -192,6 +192,7 @@ class Window:
 
     @property
     def messages(self) -> int:
+        """About how many messages it holds (the broker's own markers take a few offsets)."""
         return self.last - self.first + 1 if self.last >= 0 else 0
 
 
@@ -399,6 +400,11 @@ class Replay:
         past = since.cut is not None and found.last_at is not None and found.last_at < since.cut
         self.caught_up = found.messages == 0 or past
 
+    @property
+    def filtering(self) -> bool:
+        """Whether :meth:`keeps` can say no (else a view need not ask)."""
+        return self.since.cut is not None or not self._filter.everything
+
     def keeps(self, key: str, report: Report) -> bool:
         """Whether the view shows this report (its key is bound, it was sent since)."""
         return self.since.keeps(report) and (self._filter.everything or self._filter(key))
@@ -480,6 +486,8 @@ async def replay_for(
         if since is None:
             return None
         raise _no_history(settings)
+    if keys == [f"{settings.routing_prefix}.#"]:  # what the history is bound to: all of it
+        keys = ["#"]
     return Replay(since or parse_since("first"), found, keys, time.time())
 
 
@@ -497,7 +505,7 @@ def describe(found: Window, settings: Settings, now: float | None = None) -> str
         return "\n".join(lines)
     size = found.messages * found.mean_size
     lines.append(
-        f"  {found.messages:,} messages (offsets {found.first:,}..{found.last:,}), "
+        f"  about {found.messages:,} messages (offsets {found.first:,}..{found.last:,}), "
         f"about {_human_bytes(size)} of reports"
     )
     for label, at in (("oldest", found.first_at), ("newest", found.last_at)):

@@ -284,7 +284,7 @@ class _Watcher:
         for key, _, report in reports:
             if replay is None:
                 apply(report, now)
-            elif not replay.keeps(key, report):
+            elif replay.filtering and not replay.keeps(key, report):
                 continue
             elif report.sent_at and report.sent_at < replay.started:
                 apply(report, report.sent_at, replayed=True)  # as it was then

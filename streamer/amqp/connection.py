@@ -133,8 +133,11 @@ class _Incoming:
         self.remaining = -1  # body bytes still to come; -1: waiting for the header
         self.parts: list[bytes] = []
         self.stream = stream  # a stream queue's channel: note x-stream-offset
-        self.reading = -1  # the offset of the message being read
-        self.offset = -1  # the offset of the last complete message
+        # Where the content header of the message being read, and of the last complete one,
+        # are: (the read's bytes, the frame's start). Their offset is parsed only when asked
+        # for (once per batch, not per message).
+        self.reading: tuple[bytes, int] | None = None
+        self.offset: tuple[bytes, int] | None = None
 
 
 class Connection(asyncio.Protocol):
@@ -222,7 +225,8 @@ class Connection(asyncio.Protocol):
                     body = parts[0] if len(parts) == 1 else b"".join(parts)
                     msg.parts = []
                     msg.remaining = -1
-                    msg.offset = msg.reading
+                    if msg.stream:
+                        msg.offset = msg.reading
                     if not msg.done:
                         got = got or []
                         got.append(msg)
@@ -235,7 +239,7 @@ class Connection(asyncio.Protocol):
                 else:
                     msg.content_type = ""
                 if msg.stream:
-                    msg.reading = _stream_offset(buf, pos)
+                    msg.reading = (buf, pos)
                 if body_size:
                     msg.remaining = body_size
                 else:
@@ -243,7 +247,8 @@ class Connection(asyncio.Protocol):
                         got = got or []
                         got.append(msg)
                     msg.done.append((msg.tag, msg.key, msg.content_type, b""))
-                    msg.offset = msg.reading
+                    if msg.stream:
+                        msg.offset = msg.reading
             elif kind == 1 and buf[pos + 7 : pos + 11] == _DELIVER:
                 at = pos + 12 + buf[pos + 11]  # past the consumer tag
                 msg.tag = _U64.unpack_from(buf, at)[0]
@@ -273,7 +278,7 @@ class Connection(asyncio.Protocol):
                                 got.append(msg)
                             msg.done.append((msg.tag, msg.key, content_type, buf[body + 7 : stop]))
                             if msg.stream:
-                                msg.offset = _stream_offset(buf, head)
+                                msg.offset = (buf, head)
                         else:
                             stop = head - 1
                     # else: as before, the header frame is read by the loop's next turn
@@ -544,7 +549,9 @@ class Connection(asyncio.Protocol):
         """The ``x-stream-offset`` of the last complete delivery on ``channel`` (-1: none yet,
         or the channel does not consume a stream)."""
         msg = self._incoming.get(channel)
-        return msg.offset if msg is not None else -1
+        if msg is None or msg.offset is None:
+            return -1
+        return _stream_offset(*msg.offset)
 
     def ack(self, channel: int, tag: int, *, multiple: bool = True) -> None:
         """Acknowledge delivery ``tag`` (and, with ``multiple``, every one before it)."""

@@ -279,10 +279,11 @@ class Dashboard:
         board, stream, histories = self.board, self.stream, self._history
         changed, next_step = self._changed, self._next_step
         replay = self._replay
+        filtering = replay is not None and replay.filtering
         for key, _, report in self.reader(deliveries):
             if replay is None:
                 task = board.apply(report, now)
-            elif not replay.keeps(key, report):
+            elif filtering and not replay.keeps(key, report):
                 continue
             elif report.sent_at and report.sent_at < replay.started:
                 at = report.sent_at  # from the history: folded as it was then
@@ -322,6 +323,9 @@ class Dashboard:
         self._rate = self._rate_window.sample(now, self._received()[0])
         board, histories = self.board, self._history
         next_step = self._next_step
+        if self._replay is not None and not self._replay.caught_up:
+            self._changed.clear()  # replaying: a task's runs are noted by state, not by step
+            return
         for task_id in self._changed:
             task, history = board.get(task_id), histories.get(task_id)
             if task is not None and history and not task.finished:  # (no report will follow)

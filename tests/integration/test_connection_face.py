@@ -178,12 +178,13 @@ async def test_dashboard_page_says_since_when_the_broker_is_unreachable(free_por
     assert health == {"status": "connecting", "consuming": False, "tasks": 0, "viewers": 0}
 
 
-@pytest.mark.skipif(shutil.which("tmux") is None, reason="needs tmux (apt-get install tmux)")
 def test_watch_in_a_terminal_shows_its_table_and_the_state_and_no_log_text(
     free_port: int,
 ) -> None:
     """In a real terminal (tmux), a refused broker: the table with the state at its head,
     and not a word of the log in it."""
+    if shutil.which("tmux") is None:
+        pytest.fail("no tmux: install it (make system-deps does)", pytrace=False)
     server = f"streamer-face-{uuid.uuid4().hex[:8]}"
     command = " ".join(streamer_command("watch", "--url", _url(free_port), "--refresh", "0.1"))
     tmux = ["tmux", "-L", server]
