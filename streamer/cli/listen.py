@@ -122,7 +122,7 @@ async def _listen(
     mode: str,
     count: int | None,
     timeout: float | None,
-    since: Since | None,
+    since: Since | None = None,
 ) -> int:
     """Print every report on ``keys`` through the fast receiver (no acks: it only displays;
     reading the history, acks, as a stream requires them)."""
