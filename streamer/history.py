@@ -389,10 +389,13 @@ class Replay:
             and its latency is not an hour).
     """
 
-    __slots__ = ("_filter", "_start", "caught_up", "goal", "since", "started")
+    __slots__ = ("_filter", "_start", "caught_up", "goal", "since", "started", "stream")
 
-    def __init__(self, since: Since, found: Window, keys: list[str], started: float) -> None:
+    def __init__(
+        self, since: Since, found: Window, keys: list[str], started: float, stream: str = ""
+    ) -> None:
         self.since = since
+        self.stream = stream  # the history stream's name
         self.goal = found.last
         self.started = started
         self._filter = TopicFilter(keys)
@@ -404,6 +407,14 @@ class Replay:
     def filtering(self) -> bool:
         """Whether :meth:`keeps` can say no (else a view need not ask)."""
         return self.since.cut is not None or not self._filter.everything
+
+    def when(self, key: str, report: Report, now: float) -> float | None:
+        """When to fold ``report`` in: the time it was sent if it is history (before the view
+        started), ``now`` if it is live, None if the view does not show it."""
+        if self.filtering and not self.keeps(key, report):
+            return None
+        sent = report.sent_at
+        return sent if sent and sent < self.started else now
 
     def keeps(self, key: str, report: Report) -> bool:
         """Whether the view shows this report (its key is bound, it was sent since)."""
@@ -488,7 +499,7 @@ async def replay_for(
         raise _no_history(settings)
     if keys == [f"{settings.routing_prefix}.#"]:  # what the history is bound to: all of it
         keys = ["#"]
-    return Replay(since or parse_since("first"), found, keys, time.time())
+    return Replay(since or parse_since("first"), found, keys, time.time(), stream_name(settings))
 
 
 def _sent_at(body: bytes, content_type: str, max_body: int) -> float | None:

@@ -36,7 +36,7 @@ from rich.text import Text
 
 from .amqp import Delivery, Phase, Status
 from .board import Board, TaskState
-from .history import Replay, Since, replay_for, stream_name
+from .history import Replay, Since, replay_for
 from .receiver import VIEW_GATHER, Receiver, ReportReader
 from .routing import routing_key
 from .settings import Settings
@@ -284,12 +284,11 @@ class _Watcher:
         for key, _, report in reports:
             if replay is None:
                 apply(report, now)
-            elif replay.filtering and not replay.keeps(key, report):
-                continue
-            elif report.sent_at and report.sent_at < replay.started:
-                apply(report, report.sent_at, replayed=True)  # as it was then
             else:
-                apply(report, now)
+                at = replay.when(key, report, now)
+                if at is None:
+                    continue
+                apply(report, at, replayed=at != now)  # history: as it was then
             if report.task_id == followed:
                 self._followed_changed(now)
 
@@ -431,12 +430,11 @@ async def _receive(
         no_ack=True,
         what="watch",
         gather=VIEW_GATHER,
-        stream=stream_name(settings) if replay is not None else None,
-        offset=replay.since.offset if replay is not None else "next",
         status=status,
     )
     watcher.offset = lambda: receiver.offset
     if replay is not None:
+        receiver.read_stream(replay.stream, replay.since.offset)
         watcher.counters.replaying = replay.progress(-1)
     announcing = asyncio.ensure_future(_set_when(receiver.consuming, ready))
     try:

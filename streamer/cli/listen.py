@@ -9,7 +9,7 @@ import click
 import msgspec
 
 from ..amqp import Delivery, Status
-from ..history import Since, replay_for, stream_name
+from ..history import Since, replay_for
 from ..receiver import VIEW_GATHER, Receiver, ReportReader
 from ..settings import Settings, replace_host
 from ._common import (
@@ -199,10 +199,10 @@ async def _receive(
         no_ack=True,
         what="listen",
         gather=VIEW_GATHER,
-        stream=stream_name(settings) if replay is not None else None,
-        offset=replay.since.offset if replay is not None else "next",
         status=status,
     )
+    if replay is not None:
+        receiver.read_stream(replay.stream, replay.since.offset)
     timer = loop.call_at(deadline, stop) if deadline is not None else None
     try:
         with on_signals(stop):

@@ -29,7 +29,7 @@ from prometheus_client import CollectorRegistry
 from ..amqp import Delivery, Status
 from ..board import Board, TaskState
 from ..errors import ConfigError
-from ..history import Replay, Since, replay_for, stream_name
+from ..history import Replay, Since, replay_for
 from ..metrics import BoardCollector, handler
 from ..receiver import VIEW_GATHER, Receiver, ReportReader
 from ..settings import Settings
@@ -227,10 +227,9 @@ class Dashboard:
         )
         replay = await self._probe  # (waits for a broker that does not answer yet)
         if replay is not None:
-            name = stream_name(self.settings)
-            self.receiver.read_stream(name, replay.since.offset)
+            self.receiver.read_stream(replay.stream, replay.since.offset)
             self._source = self.receiver.describe()
-            self._replayed = f"{name} from {replay.since.text}"
+            self._replayed = f"{replay.stream} from {replay.since.text}"
             self._replay = replay
         await self.receiver.run()
 
@@ -279,18 +278,15 @@ class Dashboard:
         board, stream, histories = self.board, self.stream, self._history
         changed, next_step = self._changed, self._next_step
         replay = self._replay
-        filtering = replay is not None and replay.filtering
         for key, _, report in self.reader(deliveries):
             if replay is None:
                 task = board.apply(report, now)
-            elif filtering and not replay.keeps(key, report):
-                continue
-            elif report.sent_at and report.sent_at < replay.started:
-                at = report.sent_at  # from the history: folded as it was then
-                task = board.apply(report, at, replayed=True)
             else:
-                at = now
-                task = board.apply(report, now)
+                found = replay.when(key, report, now)
+                if found is None:
+                    continue
+                at = found  # history: folded as it was then
+                task = board.apply(report, at, replayed=at != now)
             if task is None:  # stale or repeated: ignored
                 continue
             task_id = report.task_id

@@ -121,3 +121,12 @@ def test_topic_matching_as_the_broker_does(patterns: list[str], key: str, matche
     assert topic(key) is matches
     assert topic(key) is matches  # remembered
     assert topic.everything is (patterns == ["#"])
+
+
+def test_history_is_folded_when_it_was_sent_and_live_reports_now() -> None:
+    replay = Replay(parse_since("10m", NOW), Window(0, 9, NOW - 900, NOW, 1.0), ["tasks.a"], NOW)
+    assert replay.when("tasks.a", report(NOW - 60), NOW + 5) == NOW - 60  # history
+    assert replay.when("tasks.a", report(NOW + 1), NOW + 5) == NOW + 5  # live
+    assert replay.when("tasks.a", report(0.0), NOW + 5) == NOW + 5  # no send time
+    assert replay.when("tasks.a", report(NOW - 700), NOW + 5) is None  # before --since
+    assert replay.when("tasks.b", report(NOW - 60), NOW + 5) is None  # not its key
