@@ -58,7 +58,7 @@ WHY: Final = {
     "closed": "the publisher was closing or closed",
     COALESCED: "superseded by a newer report of its task while the confirm window was full",
 }
-_BOUNDS_MS: Final = [LatencyHistogram.upper_bound(i) * 1e3 for i in range(71)]
+_BOUNDS_MS: Final = [LatencyHistogram.upper_bound(i) * 1e3 for i in range(LatencyHistogram.BUCKETS)]
 
 # A snapshot is a plain dict (it travels from workers to the master in locust's reports):
 # published, confirmed, coalesced, pending, dropped {reason: n}, latency [bucket counts],

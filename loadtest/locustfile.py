@@ -75,7 +75,7 @@ from streamer.stats import LatencyHistogram
 log = logging.getLogger("loadtest")
 
 RATE_MESSAGE = "streamer_rate"
-_BOUNDS_MS = [LatencyHistogram.upper_bound(i) * 1e3 for i in range(71)]
+_BOUNDS_MS = [LatencyHistogram.upper_bound(i) * 1e3 for i in range(LatencyHistogram.BUCKETS)]
 
 
 events.init_command_line_parser.add_listener(add_options)

@@ -7,10 +7,14 @@ report to the process's one :class:`~streamer.BackgroundPublisher`. The publishe
 real OS thread, so the workers never wait on the broker: the pace is open-loop, like a real
 fleet of task workers, and whatever the broker cannot take shows up as drops and latency.
 
-Pacing wakes a worker at most every ``tick`` and hands over every report due since the last
-wake, so tens of thousands of reports per second cost a few hundred wakes, not one each. A
-worker that falls behind (the CPU is saturated) does not burst to catch up by more than
-``_MAX_DEBT`` seconds of reports: the shortfall is visible as a lower offered rate instead.
+Each report has an intended send time on the worker's schedule (one every ``1 / rate``
+seconds). Pacing wakes a worker at most every ``tick`` and hands over every report due since
+the last wake, each with its intended time as ``due`` (see ``Publisher.publish``), so tens of
+thousands of reports per second cost a few hundred wakes, not one each, and every latency is
+measured from the schedule. A worker that falls behind (stalled, or the CPU is saturated)
+hands over everything it owes when it wakes, and the time it was late counts in the latency
+of each of those reports: skipping them, or timing them from when the worker got round to
+them, would hide the stall (coordinated omission).
 
 Nothing here imports gevent: ``time.sleep`` is gevent's sleep once locust has patched it, and
 a plain thread's otherwise.
@@ -39,7 +43,6 @@ from streamer.simulate import (
 
 __all__ = ["Counts", "Mix", "Traffic"]
 
-_MAX_DEBT: Final = 0.1
 _replace: Final = msgspec.structs.replace
 
 
@@ -89,7 +92,8 @@ class Traffic:
     """The task workers of one process, sharing one publisher and one set of counts.
 
     Args:
-        publish: where reports go, e.g. ``BackgroundPublisher.publish``.
+        publish: where reports go, with their intended send time (``time.time()`` seconds),
+            e.g. ``BackgroundPublisher.publish``.
         mix: what the tasks look like.
         tick: the shortest sleep between two hand-overs of a worker, seconds.
         variants: tasks generated per kind and outcome, then replayed (see ``_task``).
@@ -98,7 +102,7 @@ class Traffic:
 
     def __init__(
         self,
-        publish: Callable[[Report], None],
+        publish: Callable[[Report, float], None],
         mix: Mix | None = None,
         *,
         tick: float = 0.02,
@@ -207,30 +211,31 @@ class Traffic:
     def run(self, worker: int, rate: Callable[[], float]) -> None:
         """Run one sync and its publish at ``rate()`` reports per second (read every wake).
 
-        A rate of 0 pauses the worker. Returns when the tasks have ended.
+        A rate of 0 pauses the worker (the schedule starts again when it resumes). Returns
+        when the tasks have ended.
         """
         reports = self.tasks(worker)
         publish, counts, tick = self.publish, self.counts, self.tick
         clock, sleep = time.monotonic, time.sleep
-        allowance = 0.0
-        last = clock()
+        to_wall = time.time() - clock()  # intended times go out as time.time() values
+        due: float | None = None  # when the next report is due (monotonic)
         while True:
             pace = rate()
             now = clock()
             if pace <= 0:
-                allowance, last = 0.0, now
+                due = None
                 sleep(tick)
                 continue
-            allowance = min(allowance + (now - last) * pace, max(pace * _MAX_DEBT, 1.0))
-            last = now
-            due = int(allowance)
-            if due:
-                allowance -= due
-                sent = 0
-                for report in islice(reports, due):
-                    publish(report)
-                    sent += 1
-                counts.offered += sent
-                if sent < due:
-                    return
-            sleep(max(tick, (1.0 - allowance) / pace))
+            if due is None:
+                due = now
+            interval = 1.0 / pace
+            owed = int((now - due) / interval) + 1 if due <= now else 0
+            sent = 0
+            for report in islice(reports, owed):
+                publish(report, due + to_wall)
+                due += interval
+                sent += 1
+            counts.offered += sent
+            if sent < owed:
+                return
+            sleep(max(tick, due - clock()))

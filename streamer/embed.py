@@ -33,7 +33,7 @@ import uvloop
 from .front import BlockingFront
 from .handoff import Handoff, encode_handoff
 from .publisher import Publisher
-from .report import Report, check
+from .report import Report, check, check_due
 from .routing import routing_key
 from .settings import mask_url
 from .stats import Stats
@@ -111,11 +111,13 @@ class BackgroundPublisher(BlockingFront):
 
     # -- the caller's side ----------------------------------------------------------------------
 
-    def publish(self, report: Report) -> None:
+    def publish(self, report: Report, due: float | None = None) -> None:
         """Validate, encode and hand over a report; returns in microseconds, from any thread.
 
+        ``due``: as for :meth:`Publisher.publish` (when the report was meant to be sent).
+
         Raises:
-            InvalidReport: bad task id or state, unserialisable or oversized report.
+            InvalidReport: bad task id, state or ``due``, unserialisable or oversized report.
         """
         check(report)
         task_id = report.task_id
@@ -124,7 +126,11 @@ class BackgroundPublisher(BlockingFront):
             if len(self._known) >= self.settings.max_tasks:
                 self._known.clear()
             self._known[task_id] = None
-        item = encode_handoff(report, time.time(), self.settings.max_body)
+        if due is None:
+            item = encode_handoff(report, time.time(), self.settings.max_body)
+        else:
+            late = time.time() - check_due(due)
+            item = encode_handoff(report, due, self.settings.max_body, time.monotonic() - late)
         if not self._started:
             self._start()
         with self._lock:

@@ -32,6 +32,7 @@ class Handoff(NamedTuple):
     state: str
     body: bytes
     seq_at: int  # offset of seq's single ``0`` digit in ``body``
+    due: float = 0.0  # monotonic start of its confirm latency (0.0: when it is written)
 
     def sequenced(self, seq: int) -> bytes:
         """The body with ``seq`` in place of its ``0``."""
@@ -39,11 +40,13 @@ class Handoff(NamedTuple):
         return b"%b%d%b" % (body[:at], seq, body[at + 1 :])
 
 
-def encode_handoff(report: Report, sent_at: float, max_body: int) -> Handoff:
+def encode_handoff(report: Report, sent_at: float, max_body: int, due: float = 0.0) -> Handoff:
     """Encode a checked ``report`` stamped with ``sent_at`` (``seq`` 0) for the loop.
+
+    ``due``: see :attr:`Handoff.due` (``Publisher.publish``'s ``due``, made monotonic).
 
     Raises:
         InvalidReport: the report is not serialisable, or larger than ``max_body`` encoded.
     """
     body = encode_stamped(report, 0, sent_at, max_body)
-    return Handoff(report.task_id, report.state, body, body.rindex(_SEQ_MARK) + _DIGIT)
+    return Handoff(report.task_id, report.state, body, body.rindex(_SEQ_MARK) + _DIGIT, due)

@@ -110,9 +110,9 @@ METRIC_NAMES: Final = (
     "streamer_task_progress_ratio",
 )
 
-# Every fifth log bucket (factor ~3.16): 10 µs .. 100 s in 15 Prometheus buckets, each one an
+# Every half decade (factor ~3.16): 10 µs .. 100 s in 15 Prometheus buckets, each one an
 # exact edge of LatencyHistogram, so no count lands in the wrong bucket.
-_EDGES: Final = tuple(range(0, 71, 5))
+_EDGES: Final = tuple(range(0, LatencyHistogram.BUCKETS, LatencyHistogram.PER_DECADE // 2))
 # The classic text format: every Prometheus 2.x scrapes it (names here are all legacy-valid).
 CONTENT_TYPE: Final = CONTENT_TYPE_PLAIN_0_0_4
 

@@ -31,7 +31,7 @@ from .frames import Framer, TaskFrames
 from .front import Front
 from .handoff import Handoff
 from .pool import Channel, ConnectionPool, PoolOwner
-from .report import TERMINAL_STATES, Report, check, encode_stamped
+from .report import TERMINAL_STATES, Report, check, check_due, encode_stamped
 from .routing import routing_key
 from .settings import mask_url
 from .stats import DROP_REASONS, LatencyHistogram, Stats
@@ -72,12 +72,20 @@ class _Task:
 class _Pending:
     """One report on its way: in the buffer, then awaiting its confirm."""
 
-    __slots__ = ("body", "final", "resend", "seq", "state", "sticky", "task")
+    __slots__ = ("body", "due", "final", "resend", "seq", "state", "sticky", "task")
 
     def __init__(
-        self, task: _Task, seq: int, state: str, body: bytes, final: bool, resend: bool = False
+        self,
+        task: _Task,
+        seq: int,
+        state: str,
+        body: bytes,
+        final: bool,
+        resend: bool = False,
+        due: float = 0.0,
     ) -> None:
         self.task = task
+        self.due = due  # monotonic start of its confirm latency; 0.0: when it is written
         self.seq = seq
         self.state = state
         self.body = body
@@ -243,23 +251,37 @@ class Publisher(Front, PoolOwner):
 
     # -- the hot path ---------------------------------------------------------------------------
 
-    def publish(self, report: Report) -> None:
+    def publish(self, report: Report, due: float | None = None) -> None:
         """Hand a report over for delivery; returns at once and never waits on the network.
 
         The report's ``seq`` and ``sent_at`` are set here. Broker trouble never raises: an
         undeliverable report is dropped and counted in :attr:`stats`.
 
+        Args:
+            report: the report.
+            due: when the report was meant to be sent (``time.time()`` seconds), if not now.
+                It becomes ``sent_at`` and the start of its confirm latency, so a caller
+                that runs late on a schedule (a load generator) measures its latencies from
+                the schedule, the lateness included, instead of hiding it (coordinated
+                omission).
+
         Raises:
-            InvalidReport: bad task id or state, unserialisable or oversized report.
+            InvalidReport: bad task id, state or ``due``, unserialisable or oversized report.
             RuntimeError: the publisher was never started.
         """
         check(report)
+        if due is not None:
+            due = check_due(due)
         task = self._tasks.get(report.task_id)
         if task is None:
             task = self._new_task(report.task_id)
         seq = task.seq + 1
-        body = encode_stamped(report, seq, _time(), self.settings.max_body)
-        self._accept(task, seq, report.state, body)
+        if due is None:
+            body = encode_stamped(report, seq, _time(), self.settings.max_body)
+            self._accept(task, seq, report.state, body)
+        else:
+            body = encode_stamped(report, seq, due, self.settings.max_body)
+            self._accept(task, seq, report.state, body, due - (_time() - time.monotonic()))
 
     def publish_handoff(self, item: Handoff) -> None:
         """Take a report checked and encoded in another thread (see :mod:`streamer.handoff`)."""
@@ -267,9 +289,9 @@ class Publisher(Front, PoolOwner):
         if task is None:
             task = self._new_task(item.task_id)
         seq = task.seq + 1
-        self._accept(task, seq, item.state, item.sequenced(seq))
+        self._accept(task, seq, item.state, item.sequenced(seq), item.due)
 
-    def _accept(self, task: _Task, seq: int, state: str, body: bytes) -> None:
+    def _accept(self, task: _Task, seq: int, state: str, body: bytes, due: float = 0.0) -> None:
         """Count, remember and queue one valid, encoded report (or drop it, counted)."""
         if self._state is not PublisherState.RUNNING and self._state is not PublisherState.STARTING:
             if self._state is PublisherState.INIT:
@@ -281,7 +303,7 @@ class Publisher(Front, PoolOwner):
         task.seq = seq
         self._published += 1
         final = state in TERMINAL_STATES
-        entry = _Pending(task, seq, state, body, final)
+        entry = _Pending(task, seq, state, body, final, False, due)
         if final and not task.listed:
             task.listed = True
             self._finished.append(task)  # eviction candidates, oldest first
@@ -362,7 +384,7 @@ class Publisher(Front, PoolOwner):
                     stamp,
                     e.body,
                 )
-                outstanding[tag] = (now, e)
+                outstanding[tag] = (e.due or now, e)
                 tag += 1
             ch.next_tag = tag
             written += len(entries)
@@ -435,7 +457,9 @@ class Publisher(Front, PoolOwner):
             latest = task.latest
             if latest is None or task.channel not in indexes:
                 continue
-            entry = _Pending(task, latest.seq, latest.state, latest.body, latest.final, True)
+            entry = _Pending(
+                task, latest.seq, latest.state, latest.body, latest.final, True, latest.due
+            )
             if self._buffer.put(task.channel, task, entry, coalesce=False) is Put.ADDED:
                 resend += 1
         self._resends_pending += resend

@@ -3,13 +3,14 @@
 Fields follow Pulp 2's Task Report so existing consumers feel at home; streamer adds
 ``seq`` (per-task sequence number, assigned by the publisher: 1, 2, 3, ... so consumers can
 spot gaps and ignore stale reports) and ``sent_at`` (Unix time in seconds when the report
-was handed to the publisher, for end-to-end latency).
+was handed to the publisher, or when it was due, for end-to-end latency).
 
 Schema evolution follows msgspec's rules: new fields get defaults, a field is never retyped.
 """
 
 from __future__ import annotations
 
+import math
 from datetime import datetime
 from typing import Annotated, Any, Final, Literal
 
@@ -25,6 +26,7 @@ __all__ = [
     "State",
     "TaskError",
     "check",
+    "check_due",
     "decode",
     "encode",
     "encode_stamped",
@@ -108,6 +110,13 @@ def refuse(report: object) -> None:
             f"unknown state {report.state!r} for task {report.task_id!r}; "
             f"expected one of {', '.join(sorted(STATES))}"
         )
+
+
+def check_due(due: object) -> float:
+    """``publish``'s ``due`` as a float, or :class:`InvalidReport` saying what is wrong."""
+    if isinstance(due, bool) or not isinstance(due, int | float) or not math.isfinite(due):
+        raise InvalidReport(f"due must be a time.time() value in seconds, got {due!r}")
+    return float(due)
 
 
 _encoder: Final = msgspec.json.Encoder()

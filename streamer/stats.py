@@ -18,9 +18,11 @@ DROP_REASONS: Final = (
     "closed",  # the publisher was closing or closed
 )
 
-# Log-spaced buckets from 10 µs to ~100 s: 10 per decade keeps percentiles within ~12%.
+# Log-spaced buckets from 10 µs to 100 s: 120 per decade (each 1.93% wider than the one
+# before) keep every quantile within 2% of the true value, so capacity figures merged from
+# many processes (bucket counts add exactly) are as good as one process's own.
 _BASE: Final = 1e-5
-_PER_DECADE: Final = 10
+_PER_DECADE: Final = 120
 _BUCKETS: Final = 7 * _PER_DECADE + 1
 
 
@@ -28,6 +30,10 @@ class LatencyHistogram:
     """Counts latencies in fixed log buckets: O(1) to record, no samples kept."""
 
     __slots__ = ("count", "counts", "max", "total")
+
+    #: Buckets per decade, and in all (bucket 0 holds everything up to 10 µs).
+    PER_DECADE: Final = _PER_DECADE
+    BUCKETS: Final = _BUCKETS
 
     def __init__(self) -> None:
         self.counts = [0] * _BUCKETS
@@ -109,7 +115,7 @@ class Stats(msgspec.Struct, frozen=True, kw_only=True):
         )
 
     def __repr__(self) -> str:
-        """Every field but the histogram's buckets and sum (they are for Prometheus, and 71
+        """Every field but the histogram's buckets and sum (they are for Prometheus, and 841
         bucket counts bury the rest); drop reasons only where something was dropped."""
         parts = []
         for name in self.__struct_fields__:

@@ -38,6 +38,10 @@ __all__ = ["Keeper", "Link", "classify", "open_connection", "tls_context"]
 log = logging.getLogger(__name__)
 
 _REFUSED_SETUP: Final = frozenset({403, 404, 406})  # access refused, not found, inconsistent
+# ... unless the reply says the queue is there but not running yet: a durable queue or a
+# stream whose process is still starting after a broker restart answers 404 or 406 with
+# one of these for a few seconds, and a later attempt succeeds.
+_STARTING: Final = ("is down or inaccessible", "does not have a running replica", "noproc")
 
 Setup = Callable[[Connection], Awaitable[None]]
 C = TypeVar("C")
@@ -111,7 +115,7 @@ def classify(url: str, exc: BaseException) -> tuple[BaseException, bool]:
     if isinstance(exc, ssl.SSLCertVerificationError):
         return UntrustedCertificate(mask_url(url), exc.verify_message or str(exc)), True
     if isinstance(exc, BrokerError) and exc.code in _REFUSED_SETUP:
-        return exc, True
+        return exc, not any(text in str(exc) for text in _STARTING)
     return exc, False
 
 
@@ -128,7 +132,8 @@ class Keeper(Generic[C]):
         what: who is connecting, for log lines ("publisher", "receiver", "consumer").
         fatal: raise from :meth:`run`, instead of retrying, an error retrying cannot cure
             (refused credentials or certificate before the first connection; a refused
-            set-up at any time). Consumers want that; a publisher never raises.
+            set-up at any time, unless the queue is only still starting). Consumers want
+            that; a publisher never raises.
         on_open: called with each new connection, once it is set up.
         status: the state to keep up to date (default: a new one); several keepers that
             take turns for one view (a history probe, then the receiver) share one.

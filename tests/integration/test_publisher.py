@@ -14,7 +14,8 @@ import aiormq
 import pika
 import pytest
 
-from streamer import Publisher, Report
+from streamer import BackgroundPublisher, Publisher, Report
+from streamer.errors import InvalidReport
 from tests.integration.conftest import Collector
 from tests.proxy import Proxy
 
@@ -433,3 +434,32 @@ async def test_no_coalescing_without_pressure(
         assert pub.stats.confirmed == 301
     received = await collector.wait_for(301)
     assert [body["seq"] for _, body, _ in received] == list(range(1, 302))
+
+
+async def test_a_report_due_earlier_counts_its_lateness(
+    broker_url: str, exchange: str, collector: Collector
+) -> None:
+    """``due``: a report handed over 2 s after it was due carries the due time as sent_at
+    and its confirm latency includes the 2 s (a load generator's intended-time latency),
+    in both publishers; a bad ``due`` is refused by name."""
+    due = time.time() - 2.0
+    async with Publisher(broker_url, exchange) as pub:
+        pub.publish(report("late-async"), due=due)
+        pub.publish(report("on-time-async"))
+        with pytest.raises(InvalidReport, match="due must be"):
+            pub.publish(report("late-async"), due=float("nan"))
+        assert await pub.flush(10)
+        stats = pub.stats
+    assert stats.confirmed == 2
+    assert 2.0 <= stats.confirm_latency_max < 10
+    assert stats.confirm_latency_p50 < 1.0  # the other one's latency starts when written
+    with BackgroundPublisher(broker_url, exchange) as background:
+        background.publish(report("late-thread"), due=due)
+        with pytest.raises(InvalidReport, match="due must be"):
+            background.publish(report("late-thread"), due="yesterday")  # type: ignore[arg-type]
+        assert background.flush(10)
+        assert 2.0 <= background.stats.confirm_latency_max < 10
+    received = {body["task_id"]: body for _, body, _ in await collector.wait_for(3)}
+    assert received["late-async"]["sent_at"] == due
+    assert received["late-thread"]["sent_at"] == due
+    assert abs(received["on-time-async"]["sent_at"] - time.time()) < 60

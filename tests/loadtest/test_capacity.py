@@ -17,7 +17,7 @@ from loadtest.capacity import (
 )
 from streamer.stats import LatencyHistogram
 
-BOUNDS_MS = [LatencyHistogram.upper_bound(i) * 1e3 for i in range(71)]
+BOUNDS_MS = [LatencyHistogram.upper_bound(i) * 1e3 for i in range(LatencyHistogram.BUCKETS)]
 
 
 def _result(offered: float, *, confirmed: float | None = None, p99: float = 5.0) -> StepResult:
@@ -37,7 +37,7 @@ def _result(offered: float, *, confirmed: float | None = None, p99: float = 5.0)
 
 
 def _snap(t: float, published: int, *, bucket: int = 30, dropped: int = 0) -> dict[str, Any]:
-    latency = [0] * 71
+    latency = [0] * LatencyHistogram.BUCKETS
     latency[bucket] = published - dropped
     return {
         "t": t,

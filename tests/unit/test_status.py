@@ -10,7 +10,8 @@ import ssl
 import pytest
 
 from streamer.amqp import Keeper, Phase, Status
-from streamer.errors import AuthenticationError, UntrustedCertificate
+from streamer.amqp.link import classify
+from streamer.errors import AuthenticationError, BrokerError, UntrustedCertificate
 from streamer.settings import Settings
 
 URL = "amqp://guest:s3cret@127.0.0.1:5672/"
@@ -160,3 +161,25 @@ async def test_views_that_take_turns_share_one_status() -> None:
     await running
     second = Keeper[str](first.settings, what="dashboard", status=status)
     assert second.status is status and status.ever_connected and not second.ever_connected
+
+
+@pytest.mark.parametrize(
+    ("code", "text", "fatal"),
+    [
+        (403, "ACCESS_REFUSED - access to exchange 'x' refused for user 'guest'", True),
+        (404, "NOT_FOUND - no queue 'streamer.history' in vhost '/'", True),
+        (406, "PRECONDITION_FAILED - inequivalent arg 'x-queue-type'", True),
+        (404, "NOT_FOUND - home node 'rabbit@a' of durable queue 'q' in vhost '/' is down or "
+         "inaccessible", False),
+        (406, "PRECONDITION_FAILED - stream queue 'q' in vhost '/' does not have a running "
+         "replica on the local node", False),
+        (541, "INTERNAL_ERROR", False),
+    ],
+)  # fmt: skip
+def test_a_refused_set_up_is_final_unless_the_queue_is_still_starting(
+    code: int, text: str, fatal: bool
+) -> None:
+    # After a broker restart a durable queue or a stream answers 404/406 "down" for a few
+    # seconds: a view that gave up then would stay empty for good.
+    error = BrokerError(f"broker closed the channel 1: {code} {text}", code)
+    assert classify(URL, error) == (error, fatal)
