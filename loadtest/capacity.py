@@ -27,19 +27,21 @@ from pathlib import Path
 from typing import Any, Final
 
 __all__ = [
+    "Bound",
     "Bounds",
     "CapacitySearch",
     "Plan",
     "StepResult",
     "Steps",
     "measure",
+    "parse_fail_on",
     "parse_steps",
     "table",
     "window",
     "write_reports",
 ]
 
-QUANTILES: Final = (0.5, 0.75, 0.95, 0.99)
+QUANTILES: Final = (0.5, 0.9, 0.99, 0.999)  # and the max: the last non-empty bucket
 _MIN_RATE: Final = 100.0  # the search gives up below this many reports/s
 
 
@@ -66,6 +68,95 @@ def parse_steps(text: str) -> list[tuple[float, float]]:
     return steps
 
 
+# --fail-on's names: the StepResult field each reads, and the kind of bound it takes.
+_LATENCIES: Final = ("p50", "p90", "p99", "p99.9", "max")
+_METRICS: Final = {
+    **{name: (name.replace(".", ""), "latency") for name in _LATENCIES},
+    **{f"e2e_{name}": (f"e2e_{name.replace('.', '')}", "latency") for name in _LATENCIES},
+    "drop": ("drop_ratio", "ratio"),
+    "reach": ("reach", "floor"),
+}
+_UNITS_MS: Final = {"": 1.0, "ms": 1.0, "s": 1000.0, "us": 1e-3, "µs": 1e-3}
+_OPS: Final = ("<=", ">=", "<", ">")
+
+
+@dataclasses.dataclass(frozen=True)
+class Bound:
+    """One pass condition of a step, e.g. ``p99 < 50`` (latencies in ms, ratios as such).
+
+    Attributes:
+        metric: a ``--fail-on`` name (``p99``, ``e2e_p99.9``, ``drop``, ``reach``, ...).
+        op: ``<``, ``<=``, ``>`` or ``>=``.
+        limit: the value it is compared with.
+    """
+
+    metric: str
+    op: str
+    limit: float
+
+    def holds(self, value: float) -> bool:
+        op, limit = self.op, self.limit
+        if op == "<":
+            return value < limit
+        if op == "<=":
+            return value <= limit
+        if op == ">":
+            return value > limit
+        return value >= limit
+
+    def __str__(self) -> str:
+        kind = _METRICS[self.metric][1]
+        limit = f"{self.limit:g} ms" if kind == "latency" else f"{self.limit:g}"
+        return f"{self.metric} {self.op} {limit}"
+
+
+def parse_fail_on(text: str) -> list[Bound]:
+    """``--fail-on``: comma-separated ``METRIC OP VALUE`` bounds a step must meet.
+
+    Latencies (``p50 p90 p99 p99.9 max``, and ``e2e_``-prefixed for the watcher's end-to-end
+    latency) take ``ms`` (the default), ``s`` or ``us`` and an upper bound; ``drop`` (the share
+    of reports not delivered) takes a ratio or a percentage and an upper bound; ``reach``
+    (confirmed / offered rate) a lower bound. E.g. ``p99<50ms,drop<0.1%,reach>0.95``.
+
+    Raises:
+        ValueError: naming the part that is not a bound, and why.
+    """
+    bounds = []
+    for part in (p.strip() for p in text.split(",")):
+        if not part:
+            continue
+        op = next((o for o in _OPS if o in part), None)
+        if op is None:
+            raise ValueError(f"--fail-on: {part!r} is not METRIC<VALUE or METRIC>VALUE")
+        name, _, value = (x.strip() for x in part.partition(op))
+        if name not in _METRICS:
+            raise ValueError(
+                f"--fail-on: unknown metric {name!r} in {part!r}; known: {', '.join(_METRICS)}"
+            )
+        kind = _METRICS[name][1]
+        if (kind == "floor") != op.startswith(">"):
+            want = ">" if kind == "floor" else "<"
+            raise ValueError(f"--fail-on: {name} takes a {want} bound, got {part!r}")
+        number, scale = value, 1.0
+        if kind == "latency":
+            unit = value.lstrip("0123456789.")
+            number, scale = value[: len(value) - len(unit)], _UNITS_MS.get(unit.strip(), 0.0)
+            if not scale:
+                raise ValueError(f"--fail-on: unknown unit {unit!r} in {part!r} (ms, s or us)")
+        elif value.endswith("%"):
+            number, scale = value[:-1], 0.01
+        try:
+            limit = float(number) * scale
+        except ValueError:
+            raise ValueError(f"--fail-on: {value!r} in {part!r} is not a number") from None
+        if not math.isfinite(limit) or limit < 0:
+            raise ValueError(f"--fail-on: {part!r} needs a finite, non-negative value")
+        bounds.append(Bound(name, op, limit))
+    if not bounds:
+        raise ValueError("--fail-on: no bound given (e.g. 'p99<50ms,drop<0.1%,reach>0.95')")
+    return bounds
+
+
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class Bounds:
     """When a step fails.
@@ -75,11 +166,24 @@ class Bounds:
         drop_ratio: (coalesced + dropped) / published above this.
         reach: confirmed rate below ``reach`` x the offered rate (the broker, or the load
             generator itself, did not keep up).
+        fail_on: ``--fail-on``'s bounds; a metric named there replaces the default above.
     """
 
     p99_ms: float = 100.0
     drop_ratio: float = 0.001
     reach: float = 0.95
+    fail_on: tuple[Bound, ...] = ()
+
+    @property
+    def checks(self) -> list[Bound]:
+        """Every condition a step must meet."""
+        named = {b.metric for b in self.fail_on}
+        defaults = [
+            Bound("p99", "<=", self.p99_ms),
+            Bound("drop", "<=", self.drop_ratio),
+            Bound("reach", ">=", self.reach),
+        ]
+        return [b for b in defaults if b.metric not in named] + list(self.fail_on)
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -93,28 +197,42 @@ class StepResult:
     tasks: float
     drop_ratio: float
     p50: float
-    p75: float
-    p95: float
+    p90: float
     p99: float
+    p999: float
+    max: float
     seconds: float
     e2e_p50: float | None = None
+    e2e_p90: float | None = None
     e2e_p99: float | None = None
+    e2e_p999: float | None = None
+    e2e_max: float | None = None
     passed: bool = True
     why: str = ""
+
+    @property
+    def reach(self) -> float:
+        """Confirmed / offered rate."""
+        return self.confirmed / self.offered if self.offered else 1.0
 
     def judged(self, bounds: Bounds) -> StepResult:
         """This result, marked passed or failed (and why) against ``bounds``."""
         why = []
-        if self.p99 > bounds.p99_ms:
-            why.append(f"p99 {self.p99:.1f} ms > {bounds.p99_ms:g}")
-        if self.drop_ratio > bounds.drop_ratio:
-            why.append(f"drop ratio {self.drop_ratio:.4f} > {bounds.drop_ratio:g}")
-        if self.confirmed < bounds.reach * self.offered:
-            why.append(f"confirmed {self.confirmed:,.0f}/s < {bounds.reach:g} x offered")
+        for bound in bounds.checks:
+            value = getattr(self, _METRICS[bound.metric][0])
+            if value is None:
+                why.append(f"{bound.metric} not measured (no watcher)")
+            elif not bound.holds(value):
+                kind = _METRICS[bound.metric][1]
+                shown = f"{value:.2f} ms" if kind == "latency" else f"{value:.4f}"
+                if kind == "floor":
+                    shown += f" (confirmed {self.confirmed:,.0f}/s of {self.offered:,.0f}/s)"
+                why.append(f"{bound.metric} {shown}, not {bound.op} {bound.limit:g}")
         return dataclasses.replace(self, passed=not why, why="; ".join(why))
 
 
 def _quantiles(counts: Sequence[int], bounds_ms: Sequence[float]) -> list[float]:
+    """p50, p90, p99, p99.9 and the max (ms, bucket upper bounds: within 2%)."""
     total = sum(counts)
     out = []
     for q in QUANTILES:
@@ -127,6 +245,8 @@ def _quantiles(counts: Sequence[int], bounds_ms: Sequence[float]) -> list[float]
                     value = bounds_ms[i]
                     break
         out.append(value)
+    top = max((i for i, n in enumerate(counts) if n), default=None)
+    out.append(0.0 if top is None else bounds_ms[top])
     return out
 
 
@@ -158,11 +278,12 @@ def measure(
     offered: float,
     pairs: Mapping[str, tuple[Mapping[str, Any], Mapping[str, Any]]],
     bounds_ms: Sequence[float],
-    e2e: tuple[Mapping[str, Any], Mapping[str, Any]] | None = None,
+    e2e_pair: tuple[Mapping[str, Any], Mapping[str, Any]] | None = None,
 ) -> StepResult:
     """The step measured from a pair of snapshots per process (see :func:`window`).
 
-    ``e2e``: the watcher's snapshots at the end of the warm-up and at the end of the step.
+    ``e2e_pair``: the watchers' snapshots at the end of the warm-up and at the end of the
+    step.
     """
     published = confirmed = tasks = 0.0
     undelivered = sent = 0
@@ -181,12 +302,13 @@ def measure(
         undelivered += sum(b["dropped"].values()) - sum(a["dropped"].values())
         for i, (x, y) in enumerate(zip(a["latency"], b["latency"], strict=False)):
             latency[i] += y - x
-    p50, p75, p95, p99 = _quantiles(latency, bounds_ms)
-    e2e_p50 = e2e_p99 = None
-    if e2e is not None:
-        a, b = e2e
+    p50, p90, p99, p999, top = _quantiles(latency, bounds_ms)
+    e2e: dict[str, float] = {}
+    if e2e_pair is not None:
+        a, b = e2e_pair
         diff = [y - x for x, y in zip(a["latency"], b["latency"], strict=False)]
-        e2e_p50, _, _, e2e_p99 = _quantiles(diff, bounds_ms)
+        names = ("e2e_p50", "e2e_p90", "e2e_p99", "e2e_p999", "e2e_max")
+        e2e = dict(zip(names, _quantiles(diff, bounds_ms), strict=True))
     return StepResult(
         step=step,
         offered=offered,
@@ -195,12 +317,12 @@ def measure(
         tasks=tasks,
         drop_ratio=undelivered / sent if sent else 0.0,
         p50=p50,
-        p75=p75,
-        p95=p95,
+        p90=p90,
         p99=p99,
+        p999=p999,
+        max=top,
         seconds=seconds,
-        e2e_p50=e2e_p50,
-        e2e_p99=e2e_p99,
+        **e2e,
     )
 
 
@@ -210,6 +332,7 @@ class Plan:
     name = "plan"
     step_time: float = 10.0
     warmup: float = 3.0
+    bounds: Bounds
 
     def first(self) -> tuple[float, float] | None:
         """The first step as (reports/s, seconds), or None for no step at all."""
@@ -334,7 +457,7 @@ class CapacitySearch(Plan):
         best = self.best
         return {
             **super().summary(),
-            "bounds": dataclasses.asdict(self.bounds),
+            "bounds": [str(b) for b in self.bounds.checks],
             "result": None if best is None else dataclasses.asdict(best),
         }
 
@@ -343,16 +466,18 @@ def table(results: Sequence[StepResult]) -> list[str]:
     """The steps as console lines."""
     head = (
         f"{'step':>4} {'offered/s':>10} {'published/s':>12} {'confirmed/s':>12} "
-        f"{'tasks/s':>8} {'drop':>7} {'p50':>7} {'p75':>7} {'p95':>7} {'p99':>7} "
-        f"{'e2e p99':>8}  verdict"
+        f"{'tasks/s':>8} {'drop':>7} {'p50':>7} {'p90':>7} {'p99':>7} {'p99.9':>7} "
+        f"{'max':>7} {'e2e p99':>8} {'e2e max':>8}  verdict"
     )
     lines = [head, "-" * len(head)]
     for r in results:
         e2e = "-" if r.e2e_p99 is None else f"{r.e2e_p99:.1f}"
+        e2e_max = "-" if r.e2e_max is None else f"{r.e2e_max:.1f}"
         lines.append(
             f"{r.step:>4} {r.offered:>10,.0f} {r.published:>12,.0f} {r.confirmed:>12,.0f} "
-            f"{r.tasks:>8,.1f} {r.drop_ratio:>7.4f} {r.p50:>7.2f} {r.p75:>7.2f} {r.p95:>7.2f} "
-            f"{r.p99:>7.2f} {e2e:>8}  {'pass' if r.passed else 'FAIL: ' + r.why}"
+            f"{r.tasks:>8,.1f} {r.drop_ratio:>7.4f} {r.p50:>7.2f} {r.p90:>7.2f} {r.p99:>7.2f} "
+            f"{r.p999:>7.2f} {r.max:>7.1f} {e2e:>8} {e2e_max:>8}  "
+            f"{'pass' if r.passed else 'FAIL: ' + r.why}"
         )
     return lines
 

@@ -62,6 +62,7 @@ _BOUNDS_MS: Final = [LatencyHistogram.upper_bound(i) * 1e3 for i in range(Latenc
 
 # A snapshot is a plain dict (it travels from workers to the master in locust's reports):
 # published, confirmed, coalesced, pending, dropped {reason: n}, latency [bucket counts],
+# latency_max (s),
 # offered, tasks_started, tasks_done, outcomes {state: n}, t (time of the snapshot), final.
 Snapshot = dict[str, Any]
 
@@ -74,6 +75,7 @@ def take_snapshot(stats: Stats, counts: Counts, *, final: bool = False) -> Snaps
         "pending": stats.pending,
         "dropped": dict(stats.dropped_by_reason),
         "latency": list(stats.confirm_latency_counts),
+        "latency_max": stats.confirm_latency_max,
         "offered": counts.offered,
         "tasks_started": counts.tasks_started,
         "tasks_done": counts.tasks_done,
@@ -104,6 +106,7 @@ def sum_snapshots(snapshots: Iterable[Snapshot]) -> Snapshot:
         "pending": 0,
         "dropped": dict.fromkeys(DROP_REASONS, 0),
         "latency": [0] * len(_BOUNDS_MS),
+        "latency_max": 0.0,
         "offered": 0,
         "tasks_started": 0,
         "tasks_done": 0,
@@ -123,6 +126,7 @@ def sum_snapshots(snapshots: Iterable[Snapshot]) -> Snapshot:
             total["outcomes"][state] = total["outcomes"].get(state, 0) + n
         for i, n in enumerate(snap["latency"]):
             total["latency"][i] += n
+        total["latency_max"] = max(total["latency_max"], snap.get("latency_max", 0.0))
         total["t"] = max(total["t"], snap["t"])
         total["final"] = total["final"] and snap["final"]
         total["processes"] += 1

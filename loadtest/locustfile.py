@@ -34,6 +34,7 @@ import logging
 import math
 import os
 import time
+import uuid
 from collections import deque
 from pathlib import Path
 from typing import Any
@@ -52,6 +53,7 @@ from loadtest.capacity import (
     StepResult,
     Steps,
     measure,
+    parse_fail_on,
     parse_steps,
     table,
     window,
@@ -67,7 +69,7 @@ from loadtest.ledger import (
 )
 from loadtest.options import add_options
 from loadtest.traffic import Mix, Traffic
-from loadtest.watcher import Watcher
+from loadtest.watcher import Watcher, merge_snapshots, queue_name
 from streamer import BackgroundPublisher
 from streamer.settings import DEFAULT_URL, mask_url
 from streamer.stats import LatencyHistogram
@@ -75,6 +77,7 @@ from streamer.stats import LatencyHistogram
 log = logging.getLogger("loadtest")
 
 RATE_MESSAGE = "streamer_rate"
+FAILED_BOUNDS = 3  # the exit code of a --rate/--rates run that missed a --fail-on bound
 _BOUNDS_MS = [LatencyHistogram.upper_bound(i) * 1e3 for i in range(LatencyHistogram.BUCKETS)]
 
 
@@ -91,8 +94,9 @@ class Harness:
         self.publisher: BackgroundPublisher | None = None
         self.traffic: Traffic | None = None
         self.ledger: Ledger | None = None
-        self.watcher: Watcher | None = None
-        self.sink: Watcher | None = None
+        self.watchers: list[Watcher] = []  # one per consumer queue (--queues)
+        self.sinks: list[Watcher] = []
+        self.run_id = uuid.uuid4().hex[:8]  # names the quorum and stream queues of this run
         self.processes: dict[str, Snapshot] = {}  # latest snapshot per process
         self.history: dict[str, deque[Snapshot]] = {}  # recent snapshots per process
         self.plan: Plan | None = None
@@ -112,6 +116,12 @@ class Harness:
     @property
     def collects(self) -> bool:
         return isinstance(self.environment.runner, LocalRunner | MasterRunner)
+
+    def watched(self) -> dict[str, Any] | None:
+        """The watchers' counts, summed over the queues (None without a watcher)."""
+        if not self.watchers:
+            return None
+        return merge_snapshots([w.snapshot() for w in self.watchers])
 
     def next_user(self) -> int:
         self._user_index += 1
@@ -177,7 +187,7 @@ class Harness:
         """The run so far, as the web UI's streamer tab shows it."""
         snap = self.totals()
         dropped = sum(snap["dropped"].values())
-        p50, p99 = latency_quantiles(snap["latency"], (0.5, 0.99))
+        p50, p99, p999 = latency_quantiles(snap["latency"], (0.5, 0.99, 0.999))
         rows = {
             "per-user rate (reports/s)": f"{self.per_user_rate:,.1f}",
             "published": f"{snap['published']:,}",
@@ -186,11 +196,11 @@ class Harness:
             "dropped": f"{dropped:,} "
             + ", ".join(f"{r} {n:,}" for r, n in snap["dropped"].items() if n),
             "pending": f"{snap['pending']:,}",
-            "confirm latency p50 / p99 (ms)": f"{p50:.2f} / {p99:.2f}",
+            "confirm latency p50 / p99 / p99.9 (ms)": f"{p50:.2f} / {p99:.2f} / {p999:.2f}",
             "tasks finished / started": f"{snap['tasks_done']:,} / {snap['tasks_started']:,}",
         }
-        if self.watcher is not None:
-            w = self.watcher.snapshot()
+        w = self.watched()
+        if w is not None:
             e50, e99 = latency_quantiles(w["latency"], (0.5, 0.99))
             rows["watcher: received"] = f"{w['received']:,}"
             rows["watcher: end-to-end p50 / p99 (ms)"] = f"{e50:.2f} / {e99:.2f}"
@@ -221,28 +231,31 @@ class Harness:
             lines.append("note: a worker's final report did not arrive; counts may be partial")
             ok = False
         out = ["", "streamer accounting at test stop", *lines]
-        p50, p75, p95, p99 = latency_quantiles(snap["latency"], (0.5, 0.75, 0.95, 0.99))
         out.append(
-            f"confirm latency ms: p50 {p50:.2f}  p75 {p75:.2f}  p95 {p95:.2f}  p99 {p99:.2f}; "
-            f"tasks finished {snap['tasks_done']:,} of {snap['tasks_started']:,} started "
+            f"confirm latency ms (from each report's intended send time): "
+            f"{_percentiles(snap['latency'], snap['latency_max'])}; tasks finished "
+            f"{snap['tasks_done']:,} of {snap['tasks_started']:,} started "
             f"({', '.join(f'{k} {v:,}' for k, v in snap['outcomes'].items())}); "
             f"processes {snap['processes']}"
         )
-        watched = None
-        if self.watcher is not None:
-            self.watcher.settle()
-            watched = self.watcher.snapshot()
-            e50, e99 = latency_quantiles(watched["latency"], (0.5, 0.99))
+        for watcher in self.watchers:
+            watcher.settle()
+        watched = self.watched()
+        if watched is not None:
+            queues = len(self.watchers)
+            undelivered = (snap["coalesced"] + sum(snap["dropped"].values())) * queues
             out.append(
-                f"watcher: received {watched['received']:,} of {snap['confirmed']:,} confirmed "
-                f"over {watched['tasks']:,} tasks; end-to-end ms p50 {e50:.2f} p99 {e99:.2f} "
-                f"max {watched['latency_max'] * 1e3:.1f}; lost (seq gaps) {watched['lost']:,} "
-                f"(publisher did not deliver {snap['coalesced'] + sum(snap['dropped'].values()):,}"
-                f"); out of order {watched['out_of_order']:,}; duplicates "
-                f"{watched['duplicates']:,}"
+                f"watcher ({self.options.queue_type}"
+                f"{f', {queues} queues, counts summed' if queues > 1 else ''}): received "
+                f"{watched['received']:,} of {snap['confirmed'] * queues:,} confirmed over "
+                f"{watched['tasks']:,} tasks; end-to-end ms "
+                f"{_percentiles(watched['latency'], watched['latency_max'])}; lost (seq gaps) "
+                f"{watched['lost']:,} (publisher did not deliver {undelivered:,}); out of order "
+                f"{watched['out_of_order']:,}; duplicates {watched['duplicates']:,}"
             )
-            if self.watcher.error is not None:
-                out.append(f"watcher stopped early: {self.watcher.error!r}")
+            for watcher in self.watchers:
+                if watcher.error is not None:
+                    out.append(f"watcher {watcher.name} stopped early: {watcher.error!r}")
         print("\n".join(out), flush=True)
         if not ok:
             log.error("streamer accounting and locust's totals disagree (see above)")
@@ -265,10 +278,15 @@ class Harness:
             "processes": self.processes,
         }
         Path(f"{prefix}_streamer.json").write_text(json.dumps(summary, indent=2) + "\n")
-        if self.watcher is not None:
-            rows = self.watcher.rows()
+        if self.watchers:
+            rows = [
+                {"queue": w.name or f"classic-{n}", **row}
+                for n, w in enumerate(self.watchers)
+                for row in w.rows()
+            ]
             with Path(f"{prefix}_tasks.csv").open("w", newline="") as f:
                 fields = [
+                    "queue",
                     "task_id",
                     "state",
                     "last_seq",
@@ -283,6 +301,30 @@ class Harness:
                 writer.writerows(rows)
 
 
+def _percentiles(counts: list[int], max_seconds: float) -> str:
+    """``p50 1.26  p90 2.51  p99 10.00  p99.9 25.12  max 31.0`` (ms, within 2%)."""
+    values = latency_quantiles(counts, (0.5, 0.9, 0.99, 0.999))
+    names = ("p50", "p90", "p99", "p99.9")
+    shown = "  ".join(f"{n} {v:.2f}" for n, v in zip(names, values, strict=True))
+    return f"{shown}  max {max_seconds * 1e3:.1f}"
+
+
+def _option_problem(options: Any) -> str | None:
+    """What is wrong with the harness's options, in one line (None: nothing)."""
+    if options is None:  # (locust without a command line, e.g. in a library)
+        return None
+    if options.queues < 1:
+        return f"--queues must be at least 1, got {options.queues}"
+    try:
+        if options.fail_on:
+            parse_fail_on(options.fail_on)
+        if options.rates:
+            parse_steps(options.rates)
+    except ValueError as exc:
+        return str(exc)
+    return None
+
+
 harness: Harness | None = None
 
 
@@ -294,6 +336,10 @@ def _harness() -> Harness:
 @events.init.add_listener
 def _init(environment: Environment, **_: Any) -> None:
     global harness
+    problem = _option_problem(environment.parsed_options)
+    if problem:
+        log.error("%s", problem)
+        raise SystemExit(2)
     h = harness = Harness(environment)
     runner = environment.runner
 
@@ -322,14 +368,28 @@ def _init(environment: Environment, **_: Any) -> None:
     if environment.web_ui is not None and h.collects:
         _extend_web_ui(environment, h)
 
-    if h.collects and not h.options.no_watch:
-        h.watcher = Watcher(h.url, h.options.exchange)
-        h.watcher.start()
-        log.info("watcher bound to %s on %s", h.options.exchange, mask_url(h.url))
-    elif h.collects and h.options.sink:
-        h.sink = Watcher(h.url, h.options.exchange, max_length=10_000, consume=False)
-        h.sink.start()
-        log.info("sink queue bound to %s on %s", h.options.exchange, mask_url(h.url))
+    if h.collects and (not h.options.no_watch or h.options.sink):
+        watch = not h.options.no_watch
+        queues = h.watchers if watch else h.sinks
+        for n in range(h.options.queues):
+            queue = Watcher(
+                h.url,
+                h.options.exchange,
+                max_length=50_000 if watch else 10_000,
+                consume=watch,
+                queue_type=h.options.queue_type,
+                name=queue_name(h.run_id, n),
+            )
+            queues.append(queue)  # (before start: stopped at the end even if it fails)
+            queue.start()
+        log.info(
+            "%d %s %s queue(s) bound to %s on %s",
+            len(queues),
+            h.options.queue_type,
+            "watcher" if watch else "sink",
+            h.options.exchange,
+            mask_url(h.url),
+        )
 
 
 def _extend_web_ui(environment: Environment, h: Harness) -> None:
@@ -360,8 +420,8 @@ def _test_start(environment: Environment, **_: Any) -> None:
     if h.collects:
         h.processes.clear()
         h.history.clear()
-        if h.watcher is not None:
-            h.watcher.reset()
+        for watcher in h.watchers:
+            watcher.reset()
     if h.runs_users:
         h.start_users_side()
 
@@ -385,9 +445,8 @@ def _quitting(environment: Environment, **_: Any) -> None:
     h = _harness()
     if isinstance(environment.runner, MasterRunner) and not h.checked:
         h.check()
-    for watcher in (h.watcher, h.sink):
-        if watcher is not None:
-            watcher.stop()
+    for watcher in (*h.watchers, *h.sinks):
+        watcher.stop()  # a quorum queue or a stream is deleted here
     if h.publisher is not None:
         h.publisher.close()
 
@@ -432,7 +491,12 @@ class RateShape(LoadTestShape):
 
     def _make_plan(self) -> Plan:
         o = self.runner.environment.parsed_options  # type: ignore[union-attr]
-        bounds = Bounds(p99_ms=o.max_p99, drop_ratio=o.max_drop, reach=o.reach)
+        bounds = Bounds(
+            p99_ms=o.max_p99,
+            drop_ratio=o.max_drop,
+            reach=o.reach,
+            fail_on=tuple(parse_fail_on(o.fail_on)) if o.fail_on else (),
+        )
         if o.capacity:
             return CapacitySearch(
                 start=o.start_rate,
@@ -485,8 +549,7 @@ class RateShape(LoadTestShape):
         elapsed = self.get_run_time() - self._began
         if not self._warm and elapsed >= self._warmup():
             self._warm = True
-            if h.watcher is not None:
-                self._e2e = h.watcher.snapshot()
+            self._e2e = h.watched()
         if elapsed >= seconds:
             result = self._measure(rate)
             following = self._plan.next(result)
@@ -513,8 +576,9 @@ class RateShape(LoadTestShape):
     def _measure(self, rate: float) -> StepResult:
         h = _harness()
         e2e = None
-        if h.watcher is not None and self._e2e is not None:
-            e2e = (self._e2e, h.watcher.snapshot())
+        now = h.watched()
+        if now is not None and self._e2e is not None:
+            e2e = (self._e2e, now)
         assert self._plan is not None
         pairs = window(h.history, self._began_at + self._warmup(), time.time())
         return measure(self._index, rate, pairs, _BOUNDS_MS, e2e)
@@ -523,21 +587,34 @@ class RateShape(LoadTestShape):
         """Say what the steps measured: console always, CSV/JSON with ``--csv``."""
         plan = self._plan
         assert plan is not None
+        o = self.runner.environment.parsed_options  # type: ignore[union-attr]
         self._send_rate(0.0)
         lines = ["", f"rate steps ({plan.name})", *table(plan.results)]
-        summary = plan.summary()
+        summary = {**plan.summary(), "queue_type": o.queue_type, "queues": o.queues}
         if isinstance(plan, CapacitySearch):
             best = plan.best
             if best is None:
                 lines.append("capacity: no step passed the bounds")
             else:
                 lines.append(
-                    f"capacity: {best.confirmed:,.0f} reports/s sustained ({best.tasks:,.1f} "
-                    f"tasks/s) at {best.offered:,.0f} offered; confirm latency ms p50 "
-                    f"{best.p50:.2f} p75 {best.p75:.2f} p95 {best.p95:.2f} p99 {best.p99:.2f}"
+                    f"capacity ({o.queue_type} queues): {best.confirmed:,.0f} reports/s "
+                    f"sustained ({best.tasks:,.1f} tasks/s) at {best.offered:,.0f} offered; "
+                    f"confirm latency ms p50 {best.p50:.2f} p90 {best.p90:.2f} p99 "
+                    f"{best.p99:.2f} p99.9 {best.p999:.2f} max {best.max:.1f}; bounds: "
+                    + ", ".join(str(b) for b in plan.bounds.checks)
                 )
+        elif o.fail_on:
+            missed = [r for r in plan.results if not r.passed]
+            if missed:
+                lines.append(
+                    f"--fail-on: {len(missed)} of {len(plan.results)} steps missed the bounds "
+                    f"({missed[0].why}); exit code {FAILED_BOUNDS}"
+                )
+                self.runner.environment.process_exit_code = FAILED_BOUNDS  # type: ignore[union-attr]
+            else:
+                lines.append(f"--fail-on: every step met {o.fail_on}")
         print("\n".join(lines), flush=True)
-        prefix = self.runner.environment.parsed_options.csv_prefix  # type: ignore[union-attr]
+        prefix = o.csv_prefix
         if prefix:
             for path in write_reports(prefix, summary):
                 log.info("wrote %s", path)

@@ -52,6 +52,27 @@ def add_options(parser: argparse.ArgumentParser) -> None:
         default=16,
         help="tasks generated per kind and outcome, then replayed with new ids (0: all fresh)",
     )
+    group.add_argument(
+        "--queue-type",
+        choices=("classic", "quorum", "stream"),
+        default="classic",
+        help="type of the watcher's (and sink's) queues: classic (exclusive), quorum or "
+        "stream (named, deleted at the end)",
+    )
+    group.add_argument(
+        "--queues",
+        type=int,
+        default=1,
+        help="consumer queues bound to <prefix>.#, each with its own reader (or sinks)",
+    )
+    group.add_argument(
+        "--fail-on",
+        default="",
+        metavar="BOUNDS",
+        help="e.g. 'p99<50ms,drop<0.1%%,reach>0.95': a step that misses a bound fails (exit 3 "
+        "for --rate/--rates); the capacity search finds the highest rate meeting them. "
+        "Metrics: p50 p90 p99 p99.9 max, e2e_p50 .. e2e_max, drop, reach",
+    )
     group.add_argument("--no-watch", action="store_true", help="no end-to-end watcher")
     group.add_argument(
         "--sink",

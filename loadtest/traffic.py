@@ -7,14 +7,14 @@ report to the process's one :class:`~streamer.BackgroundPublisher`. The publishe
 real OS thread, so the workers never wait on the broker: the pace is open-loop, like a real
 fleet of task workers, and whatever the broker cannot take shows up as drops and latency.
 
-Each report has an intended send time on the worker's schedule (one every ``1 / rate``
-seconds). Pacing wakes a worker at most every ``tick`` and hands over every report due since
-the last wake, each with its intended time as ``due`` (see ``Publisher.publish``), so tens of
-thousands of reports per second cost a few hundred wakes, not one each, and every latency is
-measured from the schedule. A worker that falls behind (stalled, or the CPU is saturated)
-hands over everything it owes when it wakes, and the time it was late counts in the latency
-of each of those reports: skipping them, or timing them from when the worker got round to
-them, would hide the stall (coordinated omission).
+A worker runs on a schedule: it wakes every ``max(tick, 1 / rate)`` seconds and hands over
+the reports due by then (one every ``1 / rate`` seconds), so tens of thousands of reports per
+second cost a few hundred wakes, not one each. Each report goes out with the time of the
+scheduled wake that owes it as ``due`` (see ``Publisher.publish``): latencies are measured
+from the schedule. A worker that falls behind (stalled, or the CPU is saturated) catches up
+wake by wake when it runs again, each report still stamped with its scheduled wake, so the
+time it was late counts in the latency of every report it owed; skipping them, or timing them
+from when the worker got round to them, would hide the stall (coordinated omission).
 
 Nothing here imports gevent: ``time.sleep`` is gevent's sleep once locust has patched it, and
 a plain thread's otherwise.
@@ -218,24 +218,30 @@ class Traffic:
         publish, counts, tick = self.publish, self.counts, self.tick
         clock, sleep = time.monotonic, time.sleep
         to_wall = time.time() - clock()  # intended times go out as time.time() values
-        due: float | None = None  # when the next report is due (monotonic)
+        due = wake = 0.0  # when the next report is due, and the next scheduled wake
+        paused = True
         while True:
             pace = rate()
             now = clock()
             if pace <= 0:
-                due = None
+                paused = True
                 sleep(tick)
                 continue
-            if due is None:
-                due = now
+            if paused:  # (re)start the schedule now
+                due = wake = now
+                paused = False
             interval = 1.0 / pace
-            owed = int((now - due) / interval) + 1 if due <= now else 0
-            sent = 0
-            for report in islice(reports, owed):
-                publish(report, due + to_wall)
-                due += interval
-                sent += 1
+            sent = owed = 0
+            while wake <= now:  # every scheduled wake until now, late ones included
+                owe = int((wake - due) / interval) + 1 if due <= wake else 0
+                owed += owe
+                intended = wake + to_wall
+                for report in islice(reports, owe):
+                    publish(report, intended)
+                    sent += 1
+                due += owe * interval
+                wake += max(tick, interval)
             counts.offered += sent
             if sent < owed:
                 return
-            sleep(max(tick, due - clock()))
+            sleep(max(0.0, wake - clock()))

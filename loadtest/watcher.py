@@ -14,6 +14,15 @@ otherwise turn it into a greenlet that starves or is starved by the locust users
 is capped (drop-head): if the watcher falls behind, the broker drops its oldest reports and
 those count as lost here.
 
+The queue is of the type production consumers use (``queue_type``), because the broker's cost
+per report differs several times between them: ``classic`` (exclusive, auto-deleted: gone
+with the connection), ``quorum`` (replicated log; durable by definition) or ``stream``
+(append-only log on disk, read with acknowledgements). Quorum queues and streams cannot be
+exclusive, so they are named (``streamer.loadtest.<run>.<n>``), deleted when the watcher stops,
+and a quorum queue also expires 5 minutes after its last reader is gone (a killed load
+generator leaves nothing for long); a stream cannot expire, and keeps at most its capped
+size until deleted.
+
 Why not the fedora-messaging-style consumer (aiormq): it parses every frame and property
 table and starts a task per delivery, about 50 µs of CPU per report, more than streamer spends
 publishing one; on the load generator's own cores that halved the publisher's rate. The watcher
@@ -26,22 +35,35 @@ as lost.
 from __future__ import annotations
 
 import asyncio
+import logging
 import sys
 import time
-from typing import Any, Final
+import uuid
+from typing import Any, Final, Literal
 
 import msgspec
 import uvloop
 
-from streamer.amqp import Connection, ConnectionCallbacks, Delivery, Link
+from streamer.amqp import Connection, ConnectionCallbacks, Delivery, Link, open_connection
 from streamer.receiver import Receiver
 from streamer.settings import Settings, mask_url
 from streamer.stats import LatencyHistogram
 from streamer.topology import default_queue_arguments
 
-__all__ = ["SeqTracker", "Watcher"]
+__all__ = ["QUEUE_TYPES", "SeqTracker", "Watcher", "merge_snapshots", "queue_name"]
+
+log = logging.getLogger(__name__)
 
 _MAX_TASKS: Final = 200_000
+QueueType = Literal["classic", "quorum", "stream"]
+QUEUE_TYPES: Final = ("classic", "quorum", "stream")
+_EXPIRES_MS: Final = 300_000  # a named quorum queue without readers goes after 5 minutes
+_STREAM_BYTES_PER_REPORT: Final = 1_000  # a stream's cap: max_length reports of ~1 kB
+
+
+def queue_name(run: str, index: int) -> str:
+    """The name of a named watcher or sink queue: ``streamer.loadtest.<run>.<index>``."""
+    return f"streamer.loadtest.{run}.{index}"
 
 
 class _Seen(msgspec.Struct):
@@ -142,6 +164,19 @@ class SeqTracker:
         ]
 
 
+def merge_snapshots(snapshots: list[dict[str, Any]]) -> dict[str, Any]:
+    """Several watchers' :meth:`SeqTracker.snapshot` as one: counts and latency buckets
+    summed (exactly: the buckets are the same everywhere), the largest maximum."""
+    merged: dict[str, Any] = {
+        key: sum(s[key] for s in snapshots)
+        for key in ("received", "lost", "out_of_order", "duplicates", "tasks")
+    }
+    buckets = zip(*(s["latency"] for s in snapshots), strict=True)
+    merged["latency"] = [sum(counts) for counts in buckets]
+    merged["latency_max"] = max((s["latency_max"] for s in snapshots), default=0.0)
+    return merged
+
+
 class Watcher:
     """Consume ``<prefix>.#`` from ``exchange`` in a background OS thread.
 
@@ -158,9 +193,13 @@ class Watcher:
         consume: False binds the queue but reads nothing: a sink that makes the broker
             route and enqueue every report, as for a consumer that is not there (the
             throughput benchmark's broker workload).
+        queue_type: ``classic``, ``quorum`` or ``stream`` (see the module's docstring).
+        name: the queue's name (quorum and stream: default a new
+            ``streamer.loadtest.<random>.0``); a classic queue is always the broker's.
 
     Raises:
         ConfigError: ``url`` is not a broker URL.
+        ValueError: an unknown ``queue_type``.
     """
 
     def __init__(
@@ -171,7 +210,18 @@ class Watcher:
         prefix: str = "tasks",
         max_length: int = 50_000,
         consume: bool = True,
+        queue_type: QueueType = "classic",
+        name: str | None = None,
     ) -> None:
+        if queue_type not in QUEUE_TYPES:
+            raise ValueError(
+                f"unknown queue type {queue_type!r}; expected one of {', '.join(QUEUE_TYPES)}"
+            )
+        self.queue_type = queue_type
+        if queue_type == "classic":
+            self.name = ""
+        else:
+            self.name = name or queue_name(uuid.uuid4().hex[:8], 0)
         self.url = url
         self.exchange = exchange
         self.prefix = prefix
@@ -236,9 +286,15 @@ class Watcher:
             receiver = Receiver(
                 self._on_batch,
                 settings=self.settings,
-                bindings=[{"exchange": self.exchange, "routing_keys": [f"{self.prefix}.#"]}],
-                queues={"": self._queue()},
-                no_ack=True,
+                bindings=[
+                    {
+                        "exchange": self.exchange,
+                        "routing_keys": [f"{self.prefix}.#"],
+                        "queue": self.name,
+                    }
+                ],
+                queues={self.name: self._queue()},
+                no_ack=self.queue_type != "stream",  # a stream is read with acks
                 what="watcher",
             )
             self._link = link = receiver.link
@@ -265,23 +321,68 @@ class Watcher:
             link.stop()
             bound.cancel()
             stopping.cancel()
-        await running  # raises why the receiver gave up, if it did
+            try:
+                await running  # raises why the receiver gave up, if it did
+            finally:
+                if self.name:
+                    await self._delete()
 
     def _queue(self) -> dict[str, Any]:
-        """The watcher's queue: exclusive, auto-deleted, capped at ``max_length`` (drop-head)."""
-        return {
-            "durable": False,
-            "auto_delete": True,
-            "exclusive": True,
-            "arguments": default_queue_arguments(self.max_length),
-        }
+        """The watcher's queue, capped at ``max_length`` reports (oldest dropped)."""
+        if self.queue_type == "classic":
+            return {
+                "durable": False,
+                "auto_delete": True,
+                "exclusive": True,
+                "arguments": default_queue_arguments(self.max_length),
+            }
+        if self.queue_type == "quorum":
+            arguments = {
+                "x-queue-type": "quorum",
+                **default_queue_arguments(self.max_length),
+                "x-expires": _EXPIRES_MS,
+            }
+        else:
+            size = self.max_length * _STREAM_BYTES_PER_REPORT
+            arguments = {
+                "x-queue-type": "stream",
+                "x-max-length-bytes": size,
+                "x-stream-max-segment-size-bytes": max(size // 10, 1_000_000),
+            }
+        return {"durable": True, "auto_delete": False, "exclusive": False, "arguments": arguments}
 
     async def _bind(self, conn: Connection) -> None:
         """The sink's set-up on every connection: the watcher's queue, bound, not consumed."""
         await conn.open_channel(1)
         await conn.declare_exchange(1, self.exchange, confirm=False)
-        queue = await conn.declare_queue(1, "", **self._queue())
+        queue = await conn.declare_queue(1, self.name, **self._queue())
         await conn.bind(1, queue, self.exchange, f"{self.prefix}.#")
+
+    async def _delete(self) -> None:
+        """Delete the named queue (the broker keeps a durable one); say so if it cannot."""
+
+        async def delete(conn: Connection) -> None:
+            await conn.open_channel(1)
+            await conn.delete_queue(1, self.name)
+
+        try:
+            conn = await open_connection(
+                self.settings.urls[0],
+                self.settings,
+                name=f"{self.settings.client_name} clean-up",
+                callbacks=ConnectionCallbacks(),
+                setup=delete,
+            )
+            await conn.close(self.settings.close_timeout)
+        except Exception as exc:
+            log.warning(
+                "could not delete the %s queue %s (%s): delete it with `rabbitmqctl "
+                "delete_queue %s`",
+                self.queue_type,
+                self.name,
+                exc,
+                self.name,
+            )
 
     def _on_batch(self, deliveries: list[Delivery]) -> None:
         now = time.time()

@@ -312,6 +312,10 @@ async def test_master_and_two_workers_aggregate(
     assert all(p["published"] > 1_000 and p["final"] for p in processes.values())
     assert snap["published"] == sum(p["published"] for p in processes.values())
     assert int(_aggregated(prefix)["Request Count"]) == snap["published"]
+    # The workers' latency buckets, merged at the master, count every confirm exactly once.
+    buckets = zip(*(p["latency"] for p in processes.values()), strict=True)
+    merged = [sum(counts) for counts in buckets]
+    assert snap["latency"] == merged and sum(merged) == snap["confirmed"]
     assert summary["watcher"]["received"] == snap["confirmed"]
     steps = json.loads(Path(f"{prefix}_capacity.json").read_text())["steps"]
     assert [s["offered"] for s in steps] == [2000, 4000]
@@ -350,13 +354,13 @@ async def test_capacity_search_reports_the_highest_passing_rate(
         "--sink",
     ]
     out = _finish(_locust(*args, "-e", exchange, url=broker_url, streamer=True))
-    assert "capacity:" in out and "reports/s sustained" in out, out[-3000:]
+    assert "capacity (classic queues): " in out and "reports/s sustained" in out, out[-3000:]
     report = json.loads(Path(f"{prefix}_capacity.json").read_text())
     assert [s["offered"] for s in report["steps"]] == [1000, 2000, 4000]
     best = report["result"]
     assert best is not None and best["offered"] == 4000, report
     assert best["confirmed"] > 2000 and best["tasks"] > 0
-    assert 0 < best["p50"] <= best["p75"] <= best["p95"] <= best["p99"]
+    assert 0 < best["p50"] <= best["p90"] <= best["p99"] <= best["p999"] <= best["max"]
     with Path(f"{prefix}_capacity.csv").open() as f:
         assert len(list(csv.DictReader(f))) == 3
 
@@ -382,3 +386,67 @@ async def test_web_ui_through_streamer_loadtest(broker_url: str, exchange: str) 
         out = _finish(proc, 30)
     assert "published" in rows and "watcher: received" in rows, (rows, out[-3000:])
     assert "streamer accounting at test stop" in out, out[-3000:]
+
+
+def _queues() -> dict[str, str]:
+    """The broker's queues named by the harness: name -> type."""
+    out = subprocess.run(
+        ["rabbitmqctl", "-q", "list_queues", "name", "type", "--no-table-headers"],
+        capture_output=True, text=True, check=True, timeout=60,
+    ).stdout  # fmt: skip
+    rows = (line.split() for line in out.splitlines())
+    return {row[0]: row[1] for row in rows if len(row) == 2 and "streamer.loadtest." in row[0]}
+
+
+@pytest.mark.parametrize("queue_type", ["quorum", "stream"])
+async def test_queue_types_are_read_and_deleted_at_the_end(
+    broker_url: str, exchange: str, tmp_path: Path, queue_type: str
+) -> None:
+    """``--queue-type`` quorum / stream with ``--queues 2``: two named queues of that type,
+    each read by its own reader (every report received twice), gone after the run; a bound
+    that holds exits 0."""
+    prefix = tmp_path / queue_type
+    args = ["--headless", "-u", "4", "--rate", "1000", "-t", "4s", "--warmup", "1"]
+    proc = _locust(
+        *args, "--queue-type", queue_type, "--queues", "2", "--fail-on", "reach>0.5",
+        "--csv", str(prefix), "--exchange", exchange, url=broker_url,
+    )  # fmt: skip
+    seen: dict[str, str] = {}
+    while len(seen) < 2 and proc.poll() is None:
+        seen = await asyncio.to_thread(_queues)
+    out = _finish(proc)
+    assert proc.returncode == 0, out[-3000:]
+    assert sorted(seen.values()) == [queue_type, queue_type], seen
+    assert not set(seen) & set(await asyncio.to_thread(_queues)), "queues left behind"
+    summary = _summary(prefix)
+    snap, watched = summary["streamer"], summary["watcher"]
+    assert summary["identity_ok"] and snap["confirmed"] > 2_000, out[-3000:]
+    assert watched["received"] == 2 * snap["confirmed"] and watched["lost"] == 0
+    assert f"watcher ({queue_type}, 2 queues" in out and "--fail-on: every step met" in out
+
+
+async def test_ctrl_c_deletes_the_queues(broker_url: str, exchange: str) -> None:
+    proc = _locust(
+        "--headless", "-u", "2", "--rate", "200", "--queue-type", "quorum", "--exchange",
+        exchange, url=broker_url,
+    )  # fmt: skip
+    seen: dict[str, str] = {}
+    while not seen and proc.poll() is None:
+        seen = await asyncio.to_thread(_queues)
+    proc.send_signal(signal.SIGINT)
+    out = _finish(proc)
+    assert list(seen.values()) == ["quorum"], out[-3000:]
+    assert not set(seen) & set(await asyncio.to_thread(_queues)), "queue left behind"
+
+
+async def test_fail_on_exits_3_when_a_bound_is_missed_and_2_when_it_is_not_one(
+    broker_url: str, exchange: str
+) -> None:
+    args = ["--headless", "-u", "2", "--rate", "500", "-t", "3s", "--warmup", "1"]
+    proc = _locust(*args, "--fail-on", "p99<1us", "--exchange", exchange, url=broker_url)
+    out = _finish(proc)
+    assert proc.returncode == 3, out[-3000:]
+    assert "--fail-on: 1 of 1 steps missed the bounds (p99 " in out
+    proc = _locust(*args, "--fail-on", "p99>1ms", "--exchange", exchange, url=broker_url)
+    out = _finish(proc)
+    assert proc.returncode == 2 and "--fail-on: p99 takes a < bound, got 'p99>1ms'" in out, out

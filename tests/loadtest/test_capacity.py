@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from loadtest.capacity import (
+    Bound,
     Bounds,
     CapacitySearch,
     StepResult,
     Steps,
     measure,
+    parse_fail_on,
     parse_steps,
     window,
 )
@@ -29,9 +34,10 @@ def _result(offered: float, *, confirmed: float | None = None, p99: float = 5.0)
         tasks=offered / 840,
         drop_ratio=0.0,
         p50=1.0,
-        p75=2.0,
-        p95=3.0,
+        p90=2.0,
         p99=p99,
+        p999=p99,
+        max=p99,
         seconds=7.0,
     )
 
@@ -139,3 +145,88 @@ def test_window_and_measure_sum_processes_over_their_own_times() -> None:
     # A worker that reported only once in the window still counts, from its previous report.
     sparse = window({"w": [_snap(5, 0), _snap(15, 10000)]}, 10, 20)
     assert measure(1, 1000, sparse, BOUNDS_MS).published == pytest.approx(1000)
+
+
+def test_fail_on_reads_latencies_ratios_and_percentages() -> None:
+    bounds = parse_fail_on("p99<50ms, drop<0.1%, reach>0.95, p99.9<=1.5s, e2e_max<800us")
+    assert bounds == [
+        Bound("p99", "<", 50.0),
+        Bound("drop", "<", 0.001),
+        Bound("reach", ">", 0.95),
+        Bound("p99.9", "<=", 1500.0),
+        Bound("e2e_max", "<", 0.8),
+    ]
+    assert str(bounds[0]) == "p99 < 50 ms" and str(bounds[1]) == "drop < 0.001"
+
+
+@pytest.mark.parametrize(
+    ("text", "why"),
+    [
+        ("p98<50ms", "unknown metric 'p98'"),
+        ("p99>50ms", "p99 takes a < bound"),
+        ("reach<0.9", "reach takes a > bound"),
+        ("p99<50min", "unknown unit 'min'"),
+        ("drop<lots", "'lots' in 'drop<lots' is not a number"),
+        ("p99=50", "is not METRIC<VALUE"),
+        ("", "no bound given"),
+    ],
+)
+def test_fail_on_names_what_is_wrong(text: str, why: str) -> None:
+    with pytest.raises(ValueError, match=re.escape(why)):
+        parse_fail_on(text)
+
+
+def test_fail_on_replaces_a_default_and_adds_the_rest() -> None:
+    bounds = Bounds(p99_ms=100, fail_on=tuple(parse_fail_on("p99<5ms,p99.9<10ms")))
+    assert [str(b) for b in bounds.checks] == [
+        "drop <= 0.001",
+        "reach >= 0.95",
+        "p99 < 5 ms",
+        "p99.9 < 10 ms",
+    ]
+    ok = _result(1000, p99=4.0)
+    assert ok.judged(bounds).passed
+    slow = _result(1000, p99=5.0).judged(bounds)  # p99 < 5 is strict
+    assert not slow.passed and slow.why == "p99 5.00 ms, not < 5"
+    unwatched = _result(1000).judged(Bounds(fail_on=(Bound("e2e_p99", "<", 50.0),)))
+    assert not unwatched.passed and "e2e_p99 not measured" in unwatched.why
+
+
+def test_a_step_reports_p50_p90_p99_p999_and_max_within_two_percent() -> None:
+    # 1,000 confirms: 990 at 1 ms, 9 at 20 ms, 1 at 700 ms.
+    hist = LatencyHistogram()
+    hist.observe(0.001, 990)
+    hist.observe(0.020, 9)
+    hist.observe(0.700)
+    a = {**_snap(0.0, 0), "latency": [0] * LatencyHistogram.BUCKETS}
+    b = {**_snap(10.0, 1000), "latency": list(hist.counts)}
+    r = measure(1, 100, {"w": (a, b)}, BOUNDS_MS)
+    for got, want in ((r.p50, 1.0), (r.p90, 1.0), (r.p99, 1.0), (r.p999, 20.0), (r.max, 700.0)):
+        assert want <= got <= want * 1.02, (got, want)
+
+
+@given(
+    st.lists(
+        st.tuples(st.integers(0, 2), st.floats(min_value=1e-5, max_value=50.0)),
+        min_size=1,
+        max_size=300,
+    )
+)
+def test_master_and_two_workers_merge_exactly(observations: list[tuple[int, float]]) -> None:
+    # Each process ships its bucket counts; the step figures from the three equal those of
+    # one histogram that saw every observation.
+    processes = [LatencyHistogram() for _ in range(3)]
+    together = LatencyHistogram()
+    for process, seconds in observations:
+        processes[process].observe(seconds)
+        together.observe(seconds)
+    empty = {**_snap(0.0, 0), "latency": [0] * LatencyHistogram.BUCKETS}
+    pairs = {
+        name: (empty, {**_snap(10.0, hist.count), "latency": list(hist.counts)})
+        for name, hist in zip(("master", "worker-1", "worker-2"), processes, strict=True)
+    }
+    merged = [sum(counts) for counts in zip(*(h.counts for h in processes), strict=True)]
+    assert merged == together.counts
+    one = {"all": (empty, {**_snap(10.0, together.count), "latency": together.counts})}
+    a, b = measure(1, 100, pairs, BOUNDS_MS), measure(1, 100, one, BOUNDS_MS)
+    assert (a.p50, a.p90, a.p99, a.p999, a.max) == (b.p50, b.p90, b.p99, b.p999, b.max)
