@@ -17,6 +17,7 @@ help:
 	@echo "make bench-history  the history's cost, and a late dashboard reading 1,000,000 reports"
 	@echo "make loadtest     30 s of locust task workers at 20,000 reports/s (LOADTEST=...)"
 	@echo "make capacity     locust capacity search: the highest sustained report rate"
+	@echo "make capacity-types  the search per queue type (classic, quorum, stream), twice"
 	@echo "make soak         10 minutes at 70% of the maximum rate: RSS and fds over time"
 	@echo "make faults-long  the fault tests' long variants (100 restarts, ...)"
 	@echo "make unit         the unit tests only: no network, no broker"
@@ -87,7 +88,7 @@ bench-history: $(STAMP)
 
 # A 30 s run at a fixed rate, then the capacity search (docs/capacity-testing.md): locust on
 # loadtest/locustfile.py, through `streamer loadtest` as a pip user runs it.
-.PHONY: loadtest capacity
+.PHONY: loadtest capacity capacity-types
 LOADTEST ?= -u 50 --rate 20000 -t 30s
 loadtest: $(STAMP)
 	$(BROKER) $(BIN)/streamer loadtest --headless $(LOADTEST) --csv bench/results/loadtest
@@ -95,6 +96,10 @@ loadtest: $(STAMP)
 capacity: $(STAMP)
 	$(BROKER) $(BIN)/streamer loadtest --headless -u 50 --capacity --start-rate 15000 \
 		--rate-factor 1.2 --csv bench/results/capacity
+
+# The search for each queue type (classic, quorum, stream), twice: ~15 minutes.
+capacity-types: $(STAMP)
+	$(BROKER) $(BIN)/python bench/capacity_types.py
 
 # Ten minutes at 70% of the maximum rate; RSS, fds and threads must stay flat (not in CI).
 .PHONY: soak faults-long

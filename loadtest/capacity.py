@@ -332,6 +332,7 @@ class Plan:
     name = "plan"
     step_time: float = 10.0
     warmup: float = 3.0
+    cooldown: float = 0.0  # seconds at rate 0 after a failed step
     bounds: Bounds
 
     def first(self) -> tuple[float, float] | None:
@@ -381,7 +382,10 @@ class CapacitySearch(Plan):
     If the very first step fails, the rate steps down by ``factor`` until one passes, and
     the bisection then runs between that and the lowest failure. With ``retry``, a failing
     step is run once more at the same rate and counts as failed only if it fails again: on a
-    shared machine one noisy step would otherwise cap the result.
+    shared machine one noisy step would otherwise cap the result. And the other way round:
+    the highest passing rate is run once more at the end, and stands only if it passes
+    again (else the next highest is tried), so that one lucky step near the edge does not
+    set the result either. Both make two searches in a row agree.
 
     Args:
         start: first offered rate, reports/s.
@@ -390,6 +394,9 @@ class CapacitySearch(Plan):
         step_time, warmup: seconds per step, of which the first ``warmup`` are not measured.
         refine: bisection steps between the last pass and the first failure.
         retry: repeat a failing step once before believing it.
+        cooldown: seconds at rate 0 after a failed step: an overloaded broker is left with
+            a backlog (queued reports, a lagging reader, memory to collect) that would
+            otherwise count against the next step.
         bounds: what makes a step fail.
     """
 
@@ -405,6 +412,7 @@ class CapacitySearch(Plan):
         warmup: float = 3.0,
         refine: int = 2,
         retry: bool = True,
+        cooldown: float = 0.0,
         bounds: Bounds,
     ) -> None:
         if start <= 0 or factor <= 1 or max_rate < start:
@@ -415,16 +423,36 @@ class CapacitySearch(Plan):
         self.step_time, self.warmup, self.refine = step_time, warmup, refine
         self.bounds = bounds
         self.retry = retry
+        self.cooldown = cooldown
         self._results = []
         self._retried: float | None = None  # the rate being repeated after a failure
         self._passed: float | None = None
         self._failed: float | None = None
         self._refined = 0
+        self._confirming: float | None = None  # the best pass, being run again
+        self._rejected: set[float] = set()  # passes that failed when run again
 
     def next(self, result: StepResult | None) -> tuple[float, float] | None:
         if result is None:
             return (self.start, self.step_time)
         result = result.judged(self.bounds)
+        if self._confirming is not None:
+            self._results.append(result)
+            if result.passed:
+                return None
+            self._rejected.add(self._confirming)
+            return self._confirm()
+        following = self._search(result)
+        return following if following is not None or not self.retry else self._confirm()
+
+    def _confirm(self) -> tuple[float, float] | None:
+        """Run the best pass once more (None when there is none left to try)."""
+        best = self.best
+        self._confirming = None if best is None else best.offered
+        return None if best is None else (best.offered, self.step_time)
+
+    def _search(self, result: StepResult) -> tuple[float, float] | None:
+        """The growing, stepping down and bisecting part: the next step, or None."""
         if not result.passed and self.retry and self._retried != result.offered:
             self._retried = result.offered
             self._results.append(dataclasses.replace(result, why=f"{result.why} (repeating)"))
@@ -449,9 +477,10 @@ class CapacitySearch(Plan):
 
     @property
     def best(self) -> StepResult | None:
-        """The passing step with the highest offered rate."""
-        passed = [r for r in self._results if r.passed]
-        return max(passed, key=lambda r: r.offered) if passed else None
+        """The passing step with the highest offered rate (its last run), leaving out a rate
+        that failed when it was run again."""
+        passed = [r for r in self._results if r.passed and r.offered not in self._rejected]
+        return max(reversed(passed), key=lambda r: r.offered) if passed else None
 
     def summary(self) -> dict[str, Any]:
         best = self.best

@@ -315,6 +315,8 @@ def _option_problem(options: Any) -> str | None:
         return None
     if options.queues < 1:
         return f"--queues must be at least 1, got {options.queues}"
+    if not options.cooldown >= 0:
+        return f"--cooldown must be 0 or more seconds, got {options.cooldown}"
     try:
         if options.fail_on:
             parse_fail_on(options.fail_on)
@@ -488,6 +490,7 @@ class RateShape(LoadTestShape):
         self._began_at = 0.0  # Unix time, as in the snapshots
         self._warm = False
         self._e2e: dict[str, Any] | None = None  # the watcher at the end of the warm-up
+        self._resting: tuple[float, float] | None = None  # (until, the step that follows)
 
     def _make_plan(self) -> Plan:
         o = self.runner.environment.parsed_options  # type: ignore[union-attr]
@@ -505,6 +508,7 @@ class RateShape(LoadTestShape):
                 step_time=o.step_time,
                 warmup=o.warmup,
                 refine=o.refine,
+                cooldown=o.cooldown,
                 bounds=bounds,
             )
         if o.rates:
@@ -544,6 +548,13 @@ class RateShape(LoadTestShape):
             if first is None:
                 return None
             self._begin(first)
+        if self._resting is not None:  # an overloaded broker drains before the next step
+            until, following = self._resting
+            if self.get_run_time() < until:
+                self._send_rate(0.0)
+                return self._users()
+            self._resting = None
+            self._begin(following)
         assert self._step is not None
         rate, seconds = self._step
         elapsed = self.get_run_time() - self._began
@@ -568,6 +579,12 @@ class RateShape(LoadTestShape):
             if following is None:
                 self._finish()
                 return None
+            rest = self._plan.cooldown if done is not None and not done.passed else 0.0
+            if rest > 0:
+                log.info("step %d failed: %g s at rate 0 before the next step", done.step, rest)
+                self._send_rate(0.0)
+                self._resting = (self.get_run_time() + rest, following)
+                return self._users()
             self._begin(following)
         else:
             self._send_rate(rate / self._users()[0])
@@ -594,7 +611,7 @@ class RateShape(LoadTestShape):
         if isinstance(plan, CapacitySearch):
             best = plan.best
             if best is None:
-                lines.append("capacity: no step passed the bounds")
+                lines.append(f"capacity ({o.queue_type} queues): no step passed the bounds")
             else:
                 lines.append(
                     f"capacity ({o.queue_type} queues): {best.confirmed:,.0f} reports/s "

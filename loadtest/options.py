@@ -32,6 +32,12 @@ def add_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--step-time", type=float, default=10.0, help="capacity: s per step")
     group.add_argument("--refine", type=int, default=2, help="capacity: bisection steps")
     group.add_argument("--warmup", type=float, default=3.0, help="unmeasured s per step")
+    group.add_argument(
+        "--cooldown",
+        type=float,
+        default=5.0,
+        help="capacity: s at rate 0 after a failed step, for the broker to drain",
+    )
     group.add_argument("--max-p99", type=float, default=100.0, help="bound: confirm p99, ms")
     group.add_argument(
         "--max-drop", type=float, default=0.001, help="bound: (coalesced+dropped)/published"

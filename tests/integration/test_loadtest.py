@@ -324,7 +324,7 @@ async def test_master_and_two_workers_aggregate(
 async def test_capacity_search_reports_the_highest_passing_rate(
     broker_url: str, exchange: str, tmp_path: Path
 ) -> None:
-    """A tiny search (1k, 2k, 4k reports/s, then the ceiling) against a sink queue, through
+    """A tiny search (1k, 2k, 4k reports/s: the ceiling, run twice) against a sink queue, through
     ``streamer loadtest``: steps, result, CSV and JSON."""
     prefix = tmp_path / "cap"
     args = [
@@ -356,13 +356,28 @@ async def test_capacity_search_reports_the_highest_passing_rate(
     out = _finish(_locust(*args, "-e", exchange, url=broker_url, streamer=True))
     assert "capacity (classic queues): " in out and "reports/s sustained" in out, out[-3000:]
     report = json.loads(Path(f"{prefix}_capacity.json").read_text())
-    assert [s["offered"] for s in report["steps"]] == [1000, 2000, 4000]
+    # ... and the best run once more: it stands only if it passes again
+    assert [s["offered"] for s in report["steps"]] == [1000, 2000, 4000, 4000]
     best = report["result"]
     assert best is not None and best["offered"] == 4000, report
     assert best["confirmed"] > 2000 and best["tasks"] > 0
     assert 0 < best["p50"] <= best["p90"] <= best["p99"] <= best["p999"] <= best["max"]
     with Path(f"{prefix}_capacity.csv").open() as f:
-        assert len(list(csv.DictReader(f))) == 3
+        assert len(list(csv.DictReader(f))) == 4
+
+
+async def test_the_search_rests_after_a_failed_step(broker_url: str, exchange: str) -> None:
+    """Bounds no step can meet: each failed step is followed by ``--cooldown`` seconds at
+    rate 0, the search steps down and ends with no result."""
+    args = [
+        "--headless", "-u", "2", "--capacity", "--start-rate", "200", "--rate-factor", "2",
+        "--max-rate", "400", "--step-time", "1.5", "--warmup", "0.3", "--cooldown", "1",
+        "--fail-on", "p99<1us", "--no-watch", "--exchange", exchange,
+    ]  # fmt: skip
+    out = _finish(_locust(*args, url=broker_url))
+    assert "capacity (classic queues): no step passed the bounds" in out, out[-3000:]
+    # 200 (twice: a failure is repeated), then 100 (twice), then below the search's floor
+    assert out.count("s at rate 0 before the next step") == 3, out[-3000:]
 
 
 async def test_web_ui_through_streamer_loadtest(broker_url: str, exchange: str) -> None:

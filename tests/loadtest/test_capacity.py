@@ -87,6 +87,7 @@ def test_search_stops_at_the_ceiling_and_on_latency() -> None:
     search = CapacitySearch(start=1000, factor=4, max_rate=3000, bounds=Bounds(p99_ms=50))
     assert search.first() == (1000, 10.0)
     assert search.next(_result(1000)) == (3000, 10.0)
+    assert search.next(_result(3000)) == (3000, 10.0)  # the best, run again
     assert search.next(_result(3000)) is None
     slow = CapacitySearch(start=1000, bounds=Bounds(p99_ms=50), refine=0, retry=False)
     assert slow.next(_result(1000, p99=80)) == (800, 10.0)  # steps down (factor 1.25)
@@ -115,6 +116,26 @@ def test_a_failure_counts_only_when_it_repeats() -> None:
     assert search.next(_result(2000, p99=500)) == (1500, 10.0)  # failed twice: bisect
     assert [r.passed for r in search.results] == [False, True, False, False]
     assert search.results[0].why.endswith("(repeating)")
+
+
+def test_the_best_stands_only_if_it_passes_again() -> None:
+    # A lucky pass at 4,000 (the ceiling): run again at the end, it fails, so the result is
+    # the next best, 2,000, once it has passed a second time too.
+    search = CapacitySearch(start=1000, factor=2, max_rate=4000, refine=1, bounds=Bounds())
+    assert search.next(_result(1000)) == (2000, 10.0)
+    assert search.next(_result(2000)) == (4000, 10.0)
+    assert search.next(_result(4000)) == (4000, 10.0)  # the ceiling passed: run it again
+    assert search.next(_result(4000, p99=500)) == (2000, 10.0)  # failed: the next best
+    assert search.next(_result(2000, p99=20)) is None
+    best = search.best
+    assert best is not None and best.offered == 2000 and best.p99 == 20  # its last run
+    assert [r.offered for r in search.results] == [1000, 2000, 4000, 4000, 2000]
+    unlucky = CapacitySearch(start=1000, factor=2, max_rate=2000, refine=0, bounds=Bounds())
+    assert unlucky.next(_result(1000)) == (2000, 10.0)
+    assert unlucky.next(_result(2000)) == (2000, 10.0)
+    assert unlucky.next(_result(2000, p99=500)) == (1000, 10.0)
+    assert unlucky.next(_result(1000, p99=500)) is None  # nothing passed twice in a row
+    assert unlucky.best is None
 
 
 def test_fixed_steps_are_judged_but_all_run() -> None:
