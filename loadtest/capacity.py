@@ -43,6 +43,7 @@ __all__ = [
 
 QUANTILES: Final = (0.5, 0.9, 0.99, 0.999)  # and the max: the last non-empty bucket
 _MIN_RATE: Final = 100.0  # the search gives up below this many reports/s
+_RECHECKS: Final = 2  # bisections resumed after the best pass failed when run again
 
 
 def parse_steps(text: str) -> list[tuple[float, float]]:
@@ -384,8 +385,10 @@ class CapacitySearch(Plan):
     step is run once more at the same rate and counts as failed only if it fails again: on a
     shared machine one noisy step would otherwise cap the result. And the other way round:
     the highest passing rate is run once more at the end, and stands only if it passes
-    again (else the next highest is tried), so that one lucky step near the edge does not
-    set the result either. Both make two searches in a row agree.
+    again, so that one lucky step near the edge does not set the result either. When it
+    fails, it becomes the lowest failure and the bisection goes on between it and the next
+    highest pass (``refine`` steps, at most ``_RECHECKS`` times), instead of falling back a
+    whole growth step. All three make two searches in a row agree.
 
     Args:
         start: first offered rate, reports/s.
@@ -431,6 +434,7 @@ class CapacitySearch(Plan):
         self._refined = 0
         self._confirming: float | None = None  # the best pass, being run again
         self._rejected: set[float] = set()  # passes that failed when run again
+        self._rechecks = 0
 
     def next(self, result: StepResult | None) -> tuple[float, float] | None:
         if result is None:
@@ -440,8 +444,15 @@ class CapacitySearch(Plan):
             self._results.append(result)
             if result.passed:
                 return None
-            self._rejected.add(self._confirming)
-            return self._confirm()
+            rejected, self._confirming = self._confirming, None
+            self._rejected.add(rejected)
+            self._failed = min(self._failed or math.inf, rejected)
+            best = self.best
+            if best is None or not self.refine or self._rechecks >= _RECHECKS:
+                return self._confirm()
+            self._rechecks += 1
+            self._passed, self._refined = best.offered, 1
+            return ((self._passed + self._failed) / 2, self.step_time)
         following = self._search(result)
         return following if following is not None or not self.retry else self._confirm()
 

@@ -77,6 +77,11 @@ from streamer.stats import LatencyHistogram
 log = logging.getLogger("loadtest")
 
 RATE_MESSAGE = "streamer_rate"
+# After a failed step: at rate 0 for --cooldown s, and then until the watchers have received
+# nothing for _DRAINED s (their queues are empty: the broker has no backlog left), at most
+# _MAX_REST s more.
+_DRAINED = 1.0
+_MAX_REST = 60.0
 FAILED_BOUNDS = 3  # the exit code of a --rate/--rates run that missed a --fail-on bound
 _BOUNDS_MS = [LatencyHistogram.upper_bound(i) * 1e3 for i in range(LatencyHistogram.BUCKETS)]
 
@@ -550,7 +555,9 @@ class RateShape(LoadTestShape):
             self._begin(first)
         if self._resting is not None:  # an overloaded broker drains before the next step
             until, following = self._resting
-            if self.get_run_time() < until:
+            now = self.get_run_time()
+            backlog = any(time.time() - w.last_received < _DRAINED for w in h.watchers)
+            if now < until or (backlog and now < until + _MAX_REST):
                 self._send_rate(0.0)
                 return self._users()
             self._resting = None

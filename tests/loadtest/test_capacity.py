@@ -119,21 +119,25 @@ def test_a_failure_counts_only_when_it_repeats() -> None:
 
 
 def test_the_best_stands_only_if_it_passes_again() -> None:
-    # A lucky pass at 4,000 (the ceiling): run again at the end, it fails, so the result is
-    # the next best, 2,000, once it has passed a second time too.
-    search = CapacitySearch(start=1000, factor=2, max_rate=4000, refine=1, bounds=Bounds())
+    # A lucky pass at 4,000 (the ceiling): run again at the end, it fails, and the search
+    # bisects between it and the next best pass (2,000) instead of falling back to 2,000.
+    search = CapacitySearch(start=1000, factor=2, max_rate=4000, refine=2, bounds=Bounds())
     assert search.next(_result(1000)) == (2000, 10.0)
     assert search.next(_result(2000)) == (4000, 10.0)
     assert search.next(_result(4000)) == (4000, 10.0)  # the ceiling passed: run it again
-    assert search.next(_result(4000, p99=500)) == (2000, 10.0)  # failed: the next best
-    assert search.next(_result(2000, p99=20)) is None
+    assert search.next(_result(4000, p99=500)) == (3000, 10.0)  # failed: bisect below it
+    assert search.next(_result(3000)) == (3500, 10.0)
+    assert search.next(_result(3500, p99=500)) == (3500, 10.0)  # (a failure is repeated)
+    assert search.next(_result(3500, p99=500)) == (3000, 10.0)  # the best, run again
+    assert search.next(_result(3000, p99=20)) is None
     best = search.best
-    assert best is not None and best.offered == 2000 and best.p99 == 20  # its last run
-    assert [r.offered for r in search.results] == [1000, 2000, 4000, 4000, 2000]
+    assert best is not None and best.offered == 3000 and best.p99 == 20  # its last run
+    offered = [r.offered for r in search.results]
+    assert offered == [1000, 2000, 4000, 4000, 3000, 3500, 3500, 3000]
     unlucky = CapacitySearch(start=1000, factor=2, max_rate=2000, refine=0, bounds=Bounds())
     assert unlucky.next(_result(1000)) == (2000, 10.0)
     assert unlucky.next(_result(2000)) == (2000, 10.0)
-    assert unlucky.next(_result(2000, p99=500)) == (1000, 10.0)
+    assert unlucky.next(_result(2000, p99=500)) == (1000, 10.0)  # no bisection asked for
     assert unlucky.next(_result(1000, p99=500)) is None  # nothing passed twice in a row
     assert unlucky.best is None
 
