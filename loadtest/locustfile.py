@@ -260,7 +260,8 @@ class Harness:
             )
             for watcher in self.watchers:
                 if watcher.error is not None:
-                    out.append(f"watcher {watcher.name} stopped early: {watcher.error!r}")
+                    which = watcher.name or watcher.queue_type
+                    out.append(f"watcher {which} stopped early: {watcher.error!r}")
         print("\n".join(out), flush=True)
         if not ok:
             log.error("streamer accounting and locust's totals disagree (see above)")

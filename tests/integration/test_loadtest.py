@@ -442,15 +442,18 @@ async def test_queue_types_are_read_and_deleted_at_the_end(
 
 async def test_ctrl_c_deletes_the_queues(broker_url: str, exchange: str) -> None:
     proc = _locust(
-        "--headless", "-u", "2", "--rate", "200", "--queue-type", "quorum", "--exchange",
-        exchange, url=broker_url,
+        "--headless", "-u", "2", "--rate", "200", "-t", "40s", "--queue-type", "quorum",
+        "--exchange", exchange, url=broker_url,
     )  # fmt: skip
-    seen: dict[str, str] = {}
-    while not seen and proc.poll() is None:
-        seen = await asyncio.to_thread(_queues)
+    assert proc.stdout is not None
+    started = []  # lines until the first step began: locust handles Ctrl-C from then on
+    while not any("step 1:" in line for line in started) and proc.poll() is None:
+        started.append(await asyncio.to_thread(proc.stdout.readline))
+    seen = await asyncio.to_thread(_queues)
     proc.send_signal(signal.SIGINT)
-    out = _finish(proc)
+    out = "".join(started) + _finish(proc)
     assert list(seen.values()) == ["quorum"], out[-3000:]
+    assert "Exiting due to CTRL+C interruption" in out, out[-3000:]  # not at -t
     assert not set(seen) & set(await asyncio.to_thread(_queues)), "queue left behind"
 
 

@@ -91,7 +91,7 @@ def test_loadtest_runs_the_installed_harness(
     assert match["mark"] == "ok", match[0]
     assert n["published"] == n["confirmed"] + n["coalesced"] + n["dropped"], match[0]
     assert n["pending"] == 0 and n["published"] > 2_000, match[0]
-    assert "Aggregated" in out and "watcher: received" in out
+    assert "Aggregated" in out and "watcher (classic): received" in out
 
 
 def test_grafana_export_writes_what_prometheus_and_grafana_take(
