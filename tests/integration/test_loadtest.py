@@ -49,7 +49,14 @@ def _locust(*args: str, url: str, streamer: bool = False) -> subprocess.Popen[st
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
+        # Ctrl-C as in a terminal: a shell's background job (a CI runner's, say) starts with
+        # SIGINT ignored, and a Python started so never sees KeyboardInterrupt.
+        preexec_fn=_interruptible,
     )
+
+
+def _interruptible() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def _finish(proc: subprocess.Popen[str], timeout: float = 60) -> str:
