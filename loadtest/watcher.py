@@ -324,7 +324,7 @@ class Watcher:
             try:
                 await running  # raises why the receiver gave up, if it did
             finally:
-                if self.name:
+                if self.name and link.ever_connected:  # (else it was never declared)
                     await self._delete()
 
     def _queue(self) -> dict[str, Any]:
