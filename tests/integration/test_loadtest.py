@@ -410,14 +410,16 @@ async def test_web_ui_through_streamer_loadtest(broker_url: str, exchange: str) 
     assert "streamer accounting at test stop" in out, out[-3000:]
 
 
-def _queues() -> dict[str, str]:
-    """The broker's queues named by the harness: name -> type."""
+def _queues(before: dict[str, str] | None = None) -> dict[str, str]:
+    """The broker's queues named by the harness (name -> type), leaving out ``before``'s
+    (another run's on the shared broker)."""
     out = subprocess.run(
         ["rabbitmqctl", "-q", "list_queues", "name", "type", "--no-table-headers"],
         capture_output=True, text=True, check=True, timeout=60,
     ).stdout  # fmt: skip
     rows = (line.split() for line in out.splitlines())
-    return {row[0]: row[1] for row in rows if len(row) == 2 and "streamer.loadtest." in row[0]}
+    found = {row[0]: row[1] for row in rows if len(row) == 2 and "streamer.loadtest." in row[0]}
+    return {name: kind for name, kind in found.items() if name not in (before or {})}
 
 
 @pytest.mark.parametrize("queue_type", ["quorum", "stream"])
@@ -428,6 +430,7 @@ async def test_queue_types_are_read_and_deleted_at_the_end(
     each read by its own reader (every report received twice), gone after the run; a bound
     that holds exits 0."""
     prefix = tmp_path / queue_type
+    before = await asyncio.to_thread(_queues)
     args = ["--headless", "-u", "4", "--rate", "1000", "-t", "4s", "--warmup", "1"]
     proc = _locust(
         *args, "--queue-type", queue_type, "--queues", "2", "--fail-on", "reach>0.5",
@@ -435,7 +438,7 @@ async def test_queue_types_are_read_and_deleted_at_the_end(
     )  # fmt: skip
     seen: dict[str, str] = {}
     while len(seen) < 2 and proc.poll() is None:
-        seen = await asyncio.to_thread(_queues)
+        seen = await asyncio.to_thread(_queues, before)
     out = _finish(proc)
     assert proc.returncode == 0, out[-3000:]
     assert sorted(seen.values()) == [queue_type, queue_type], seen
@@ -448,6 +451,7 @@ async def test_queue_types_are_read_and_deleted_at_the_end(
 
 
 async def test_ctrl_c_deletes_the_queues(broker_url: str, exchange: str) -> None:
+    before = await asyncio.to_thread(_queues)
     proc = _locust(
         "--headless", "-u", "2", "--rate", "200", "-t", "40s", "--queue-type", "quorum",
         "--exchange", exchange, url=broker_url,
@@ -456,7 +460,7 @@ async def test_ctrl_c_deletes_the_queues(broker_url: str, exchange: str) -> None
     started = []  # lines until the first step began: locust handles Ctrl-C from then on
     while not any("step 1:" in line for line in started) and proc.poll() is None:
         started.append(await asyncio.to_thread(proc.stdout.readline))
-    seen = await asyncio.to_thread(_queues)
+    seen = await asyncio.to_thread(_queues, before)
     proc.send_signal(signal.SIGINT)
     out = "".join(started) + _finish(proc)
     assert list(seen.values()) == ["quorum"], out[-3000:]
