@@ -33,7 +33,7 @@ import uvloop
 from .front import BlockingFront
 from .handoff import Handoff, encode_handoff
 from .publisher import Publisher
-from .report import Report, check, check_due
+from .report import Report, check, due_start
 from .routing import routing_key
 from .settings import mask_url
 from .stats import Stats
@@ -129,8 +129,7 @@ class BackgroundPublisher(BlockingFront):
         if due is None:
             item = encode_handoff(report, time.time(), self.settings.max_body)
         else:
-            late = time.time() - check_due(due)
-            item = encode_handoff(report, due, self.settings.max_body, time.monotonic() - late)
+            item = encode_handoff(report, due, self.settings.max_body, due_start(due))
         if not self._started:
             self._start()
         with self._lock:

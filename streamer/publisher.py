@@ -31,7 +31,7 @@ from .frames import Framer, TaskFrames
 from .front import Front
 from .handoff import Handoff
 from .pool import Channel, ConnectionPool, PoolOwner
-from .report import TERMINAL_STATES, Report, check, check_due, encode_stamped
+from .report import TERMINAL_STATES, Report, check, due_start, encode_stamped
 from .routing import routing_key
 from .settings import mask_url
 from .stats import DROP_REASONS, LatencyHistogram, Stats
@@ -270,18 +270,16 @@ class Publisher(Front, PoolOwner):
             RuntimeError: the publisher was never started.
         """
         check(report)
-        if due is not None:
-            due = check_due(due)
+        if due is None:
+            sent_at, start = _time(), 0.0
+        else:
+            sent_at, start = due, due_start(due)
         task = self._tasks.get(report.task_id)
         if task is None:
             task = self._new_task(report.task_id)
         seq = task.seq + 1
-        if due is None:
-            body = encode_stamped(report, seq, _time(), self.settings.max_body)
-            self._accept(task, seq, report.state, body)
-        else:
-            body = encode_stamped(report, seq, due, self.settings.max_body)
-            self._accept(task, seq, report.state, body, due - (_time() - time.monotonic()))
+        body = encode_stamped(report, seq, sent_at, self.settings.max_body)
+        self._accept(task, seq, report.state, body, start)
 
     def publish_handoff(self, item: Handoff) -> None:
         """Take a report checked and encoded in another thread (see :mod:`streamer.handoff`)."""

@@ -11,6 +11,7 @@ Schema evolution follows msgspec's rules: new fields get defaults, a field is ne
 from __future__ import annotations
 
 import math
+import time
 from datetime import datetime
 from typing import Annotated, Any, Final, Literal
 
@@ -26,8 +27,8 @@ __all__ = [
     "State",
     "TaskError",
     "check",
-    "check_due",
     "decode",
+    "due_start",
     "encode",
     "encode_stamped",
 ]
@@ -112,11 +113,12 @@ def refuse(report: object) -> None:
         )
 
 
-def check_due(due: object) -> float:
-    """``publish``'s ``due`` as a float, or :class:`InvalidReport` saying what is wrong."""
+def due_start(due: object) -> float:
+    """``publish``'s ``due`` (a ``time.time()`` value) on the monotonic clock, where confirm
+    latencies are timed; :class:`InvalidReport` saying what is wrong with it."""
     if isinstance(due, bool) or not isinstance(due, int | float) or not math.isfinite(due):
         raise InvalidReport(f"due must be a time.time() value in seconds, got {due!r}")
-    return float(due)
+    return time.monotonic() - (time.time() - due)
 
 
 _encoder: Final = msgspec.json.Encoder()
