@@ -388,7 +388,8 @@ class CapacitySearch(Plan):
     again, so that one lucky step near the edge does not set the result either. When it
     fails, it becomes the lowest failure and the bisection goes on between it and the next
     highest pass (``refine`` steps, at most ``_RECHECKS`` times), instead of falling back a
-    whole growth step. All three make two searches in a row agree.
+    whole growth step; with no other pass, the rate steps down from it as from a failed
+    start. All three make two searches in a row agree.
 
     Args:
         start: first offered rate, reports/s.
@@ -447,10 +448,16 @@ class CapacitySearch(Plan):
             rejected, self._confirming = self._confirming, None
             self._rejected.add(rejected)
             self._failed = min(self._failed or math.inf, rejected)
-            best = self.best
-            if best is None or not self.refine or self._rechecks >= _RECHECKS:
+            if self._rechecks >= _RECHECKS:
                 return self._confirm()
             self._rechecks += 1
+            best = self.best
+            if best is None:  # nothing else passed: step down below it, as from a failed start
+                self._passed, self._refined = None, 0
+                lower = rejected / self.factor
+                return (lower, self.step_time) if lower >= _MIN_RATE else None
+            if not self.refine:
+                return self._confirm()
             self._passed, self._refined = best.offered, 1
             return ((self._passed + self._failed) / 2, self.step_time)
         following = self._search(result)

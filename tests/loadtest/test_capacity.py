@@ -138,8 +138,32 @@ def test_the_best_stands_only_if_it_passes_again() -> None:
     assert unlucky.next(_result(1000)) == (2000, 10.0)
     assert unlucky.next(_result(2000)) == (2000, 10.0)
     assert unlucky.next(_result(2000, p99=500)) == (1000, 10.0)  # no bisection asked for
-    assert unlucky.next(_result(1000, p99=500)) is None  # nothing passed twice in a row
-    assert unlucky.best is None
+    # Nothing passed twice in a row: step down from there, as from a failed start.
+    assert unlucky.next(_result(1000, p99=500)) == (500, 10.0)
+    assert unlucky.next(_result(500)) == (500, 10.0)  # the new best, run again
+    assert unlucky.next(_result(500)) is None
+    assert unlucky.best is not None and unlucky.best.offered == 500
+    # Bisection goes on between the step-down's pass and the rejected rate; rechecks are
+    # bounded, so a broker that passes nothing twice ends the search without a result.
+    edge = CapacitySearch(start=1000, factor=2, refine=1, bounds=Bounds())
+    assert edge.next(_result(1000)) == (2000, 10.0)
+    assert edge.next(_result(2000, p99=500)) == (2000, 10.0)  # (a failure is repeated)
+    assert edge.next(_result(2000, p99=500)) == (1500, 10.0)
+    assert edge.next(_result(1500, p99=500)) == (1500, 10.0)
+    assert edge.next(_result(1500, p99=500)) == (1000, 10.0)  # the best, run again
+    assert edge.next(_result(1000, p99=500)) == (500, 10.0)  # no other pass: step down
+    assert edge.next(_result(500)) == (750, 10.0)  # bisect between 500 and 1,000
+    assert edge.next(_result(750)) == (750, 10.0)  # the best, run again
+    assert edge.next(_result(750)) is None
+    assert edge.best is not None and edge.best.offered == 750
+    never = CapacitySearch(start=1000, factor=2, max_rate=1000, refine=0, bounds=Bounds())
+    assert never.next(_result(1000)) == (1000, 10.0)
+    assert never.next(_result(1000, p99=500)) == (500, 10.0)
+    assert never.next(_result(500)) == (500, 10.0)
+    assert never.next(_result(500, p99=500)) == (250, 10.0)
+    assert never.next(_result(250)) == (250, 10.0)
+    assert never.next(_result(250, p99=500)) is None  # two rechecks failed: no result
+    assert never.best is None
 
 
 def test_fixed_steps_are_judged_but_all_run() -> None:
