@@ -24,8 +24,8 @@ from datetime import UTC, datetime
 from typing import Final
 
 from .family import Families, Rollup
-from .progress import Progress, Step
-from .report import TERMINAL_STATES, Report
+from .progress import Progress, Step, current_step
+from .report import TERMINAL_STATES, Report, has_progress, progress_of
 from .stats import LatencyHistogram
 
 __all__ = ["Board", "TaskState"]
@@ -76,7 +76,7 @@ class TaskState:
         #: Typical seconds between two of its reports (a streaming estimate of the median).
         self.interval: float | None = None
         self._progress = Progress()
-        self._progress.update(report.progress_report, now)  # the first sample of its rate
+        self._progress.update(progress_of(report), now)  # the first sample of its rate
         # The latest report that said something of progress (a bare `finished` says nothing)
         # and when it came; read when a view asks.
         self._with_progress = self._read = report
@@ -94,7 +94,7 @@ class TaskState:
             self.interval = max(interval / _STEP, _MIN_INTERVAL)
         self.report = report
         self.last_seen = now
-        if report.progress_report:
+        if has_progress(report):
             self._with_progress = report
             self._progress_at = now
 
@@ -103,8 +103,17 @@ class TaskState:
         report = self._with_progress
         if self._read is not report:
             self._read = report
-            self._progress.update(report.progress_report, self._progress_at)
+            self._progress.update(progress_of(report), self._progress_at)
         return self._progress
+
+    @property
+    def step(self) -> str:
+        """The name of its step under way ("" when none): its first step not finished, as of
+        its latest report with progress (read cheaply when no view has read that yet)."""
+        if self._read is self._with_progress:
+            current = self._progress.current
+            return "" if current is None else current.name
+        return current_step(progress_of(self._with_progress))
 
     @property
     def task_id(self) -> str:

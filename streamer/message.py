@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -70,12 +71,18 @@ class Message:
         return dict(getattr(self.properties, "headers", None) or {})
 
 
-def classify(body: bytes, content_type: str | None, max_body: int) -> Report | str:
+def classify(
+    body: bytes,
+    content_type: str | None,
+    max_body: int,
+    decode: Callable[[bytes], Report] = decode_fast,
+) -> Report | str:
     """Decode a body into a :class:`Report`, or name why it is malformed (a ``MALFORMED`` kind).
 
     A missing content type is accepted (any AMQP client may publish a report); an explicit
     one must be ``application/json``. The UTF-8 check only runs on bodies that failed to
-    decode, so well-formed reports pay for one JSON decode only.
+    decode, so well-formed reports pay for one JSON decode only. ``decode`` may be
+    :func:`~streamer.report.decode_received` (the viewing tools), which checks the same.
     """
     if len(body) > max_body:
         return "too_large"
@@ -86,7 +93,7 @@ def classify(body: bytes, content_type: str | None, max_body: int) -> Report | s
     ):
         return "content_type"
     try:
-        return decode_fast(body)
+        return decode(body)
     except msgspec.ValidationError as exc:
         return "bad_seq" if str(exc).endswith("`$.seq`") else "not_a_report"
     except UnicodeDecodeError:  # msgspec checks strings' UTF-8 and raises this one

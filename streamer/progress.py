@@ -22,7 +22,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, Final, NamedTuple
 
-__all__ = ["Progress", "Step", "steps_of"]
+__all__ = ["Progress", "Step", "current_step", "steps_of"]
 
 #: Step states that mean the step's work is all done (Pulp 2 and 3 spellings, any case).
 DONE_STATES: Final = frozenset({"finished", "completed", "complete", "done", "skipped"})
@@ -156,3 +156,9 @@ class Progress:
 
 def _smooth(old: float | None, sample: float) -> float:
     return sample if old is None else _SMOOTHING * sample + (1 - _SMOOTHING) * old
+
+
+def current_step(progress: Mapping[str, Any]) -> str:
+    """The name of the first step not finished in a ``progress_report`` ("" when all are,
+    or it has none): what :attr:`Progress.current` names, without the rest of a read."""
+    return next((step.name for step in steps_of(progress) if not step.finished), "")

@@ -194,7 +194,7 @@ class Entry(msgspec.Struct, frozen=True, array_like=True, gc=False):
     only, so the garbage collector need not track the thousands kept).
 
     A state change starts an entry at once; a step change is noticed when the dashboard
-    looks, a few times a second (progress is not read per report), and the task's next report
+    looks, once a second (progress is not read per report), and the task's next report
     starts an entry in the new step.
     """
 

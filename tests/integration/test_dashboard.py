@@ -28,6 +28,7 @@ import pytest
 
 from streamer import Publisher, Report, encode
 from streamer.dashboard import Auth, Dashboard, is_loopback
+from streamer.dashboard.app import STEP_LOOK
 from streamer.dashboard.stream import Subscriber
 from streamer.settings import load_settings
 from tests.helpers import dashboard_command, run_streamer, wait_healthy
@@ -711,7 +712,7 @@ async def test_families_and_groups_in_the_api(broker_url: str, exchange: str) ->
 
 async def test_history_notes_step_changes(broker_url: str, exchange: str) -> None:
     """A state change starts a history entry at once; a step change when the dashboard looks
-    (every interval), not per report."""
+    (every STEP_LOOK seconds), not per report."""
     async with dashboard(broker_url, exchange) as dash:
         steps = {"metadata": {"state": "NOT_STARTED"}, "content": {"state": "NOT_STARTED"}}
         seq = 0
@@ -724,16 +725,19 @@ async def test_history_notes_step_changes(broker_url: str, exchange: str) -> Non
             dash._on_batch([delivery(report)])
 
         send("running", metadata={"items_done": 1, "items_total": 2})
+        now = time.time()
+        dash._sample(now)  # looks: still in metadata
         send("running", metadata={"items_done": 2, "items_total": 2, "state": "FINISHED"})
-        dash._sample(time.time())
-        for n in range(1, 4):
+        dash._sample(now + STEP_LOOK / 2)  # too soon to look again
+        send("running", content={"items_done": 1, "items_total": 3})  # (so: the same run)
+        dash._sample(now + STEP_LOOK)  # looks: content is under way
+        for n in range(2, 4):
             send("running", content={"items_done": n, "items_total": 3})
-        dash._sample(time.time())
+        dash._sample(now + 2 * STEP_LOOK)  # looks: every step done
         send("finished", content={"items_done": 3, "items_total": 3, "state": "FINISHED"})
-        dash._sample(time.time())
         history = [(e.state, e.step, e.first_seq, e.seq) for e in dash._history["t"]]
         assert history == [
-            ("running", "metadata", 1, 2),
-            ("running", "content", 3, 5),  # from the first report after it looked
+            ("running", "metadata", 1, 3),
+            ("running", "content", 4, 5),  # from the first report after it looked
             ("finished", "", 6, 6),  # every step done
         ], history

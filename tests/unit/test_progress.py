@@ -160,3 +160,30 @@ def test_the_usual_interval_recovers_from_reports_that_came_together() -> None:
     assert task is not None and task.interval is not None and task.interval > 50
     assert not board.stalled(task, now=now + 300)  # 5 min: not 10 usual intervals yet
     assert board.stalled(task, now=now + 60 * 11)
+
+
+@given(task_runs())
+def test_the_step_under_way_is_what_a_view_would_read(
+    runs: tuple[list[dict[str, Any]], list[bool]],
+) -> None:
+    """TaskState.step (the dashboard's history looks at it once a second, cheaply) names the
+    step a full read of the same report shows under way, whether a view read it already or
+    not, and from the viewing tools' undecoded reports too."""
+    from streamer.progress import current_step
+    from streamer.report import decode_received, encode
+
+    reports, reads = runs
+    board, lazy = Board(), Board()
+    latest: dict[str, Any] = {}  # the latest progress_report that said something
+    for seq, (progress, read) in enumerate(zip(reports, reads, strict=True), 1):
+        report = Report(task_id="t", state="running", seq=seq, progress_report=progress)
+        task = board.apply(report, float(seq))
+        other = lazy.apply(decode_received(encode(report)), float(seq))
+        assert task is not None and other is not None
+        latest = progress or latest
+        full = Progress()
+        full.update(latest, 0.0)
+        expected = "" if full.current is None else full.current.name
+        if read:
+            task.steps  # a view read it: the step comes from that read  # noqa: B018
+        assert task.step == other.step == current_step(latest) == expected
