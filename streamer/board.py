@@ -25,7 +25,7 @@ from typing import Final
 
 from .family import Families, Rollup
 from .progress import Progress, Step, current_step
-from .report import TERMINAL_STATES, Report, has_progress, progress_of
+from .report import TERMINAL_STATES, Report, progress_of
 from .stats import LatencyHistogram
 
 __all__ = ["Board", "TaskState"]
@@ -94,7 +94,7 @@ class TaskState:
             self.interval = max(interval / _STEP, _MIN_INTERVAL)
         self.report = report
         self.last_seen = now
-        if has_progress(report):
+        if report.progress_report:
             self._with_progress = report
             self._progress_at = now
 
@@ -288,7 +288,7 @@ class Board:
         self, report: Report, now: float | None = None, *, replayed: bool = False
     ) -> TaskState | None:
         """Fold one report in; returns the task's state, or None when the report was stale
-        or a repeat (and ignored).
+        or a repeat (and ignored), or its task was evicted at once (a cap of 0).
 
         A report with ``seq`` 0 (not from a streamer publisher) always applies. A
         ``replayed`` one (read from the history, ``now`` being when it was sent) is not a
@@ -347,13 +347,15 @@ class Board:
         self.reports += 1
         if report.spawned_tasks or report.group_id is not None:
             self.families.saw(report)
+        full = len(tasks) > self.max_tasks
         if report.state in TERMINAL_STATES:
             self._finished[task_id] = None
             self._finished.move_to_end(task_id)
-            if len(self._finished) > self.max_finished:
-                self._evict()
-        if len(tasks) > self.max_tasks:
+            full = full or len(self._finished) > self.max_finished
+        if full:
             self._evict()
+            if task_id not in tasks:  # (a cap of 0: nothing is kept)
+                return None
         return task
 
     def _evict(self) -> None:

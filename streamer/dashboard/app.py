@@ -283,6 +283,7 @@ class Dashboard:
         board, stream, histories = self.board, self.stream, self._history
         changed, next_step = self._changed, self._next_step
         replay = self._replay
+        watched = stream.watched  # (rows are sent to open pages only)
         for key, _, report in self.reader(deliveries):
             if replay is None:
                 task = board.apply(report, now)
@@ -292,12 +293,11 @@ class Dashboard:
                     continue
                 at = found  # history: folded as it was then
                 task = board.apply(report, at, replayed=at != now)
-            if task is None:  # stale or repeated: ignored
+            if task is None:  # stale or repeated: ignored (or not kept)
                 continue
             task_id = report.task_id
-            if board.get(task_id) is not task:  # applied, then evicted at once (board full)
-                continue
-            stream.touch(task_id)
+            if watched:
+                stream.touch(task_id)
             history = histories.get(task_id)
             if history is None:
                 history = histories[task_id] = deque(maxlen=self._history_len)

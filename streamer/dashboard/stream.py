@@ -82,6 +82,11 @@ class EventStream:
     def viewers(self) -> int:
         return len(self._subscribers)
 
+    @property
+    def watched(self) -> bool:
+        """Whether a page is open (else no row changes need noting)."""
+        return bool(self._subscribers)
+
     def touch(self, task_id: str) -> None:
         """Note that a task's row changed (it goes out with the next batch)."""
         self._dirty.add(task_id)

@@ -81,6 +81,19 @@ def test_total_capped_least_recently_updated_go() -> None:
     assert sorted(t.task_id for t in board) == ["a0", "a2", "a3"]
 
 
+def test_a_task_not_kept_at_all_is_not_returned() -> None:
+    """With a cap of 0 a report's task goes at once: apply says so (None), so that a view
+    does not note a task the board no longer holds."""
+    board = Board(max_finished=0, max_tasks=2)
+    assert board.apply(r("a", 1)) is not None
+    assert board.apply(r("f", 1, "finished")) is None
+    assert [t.task_id for t in board] == ["a"] and board.evicted == 1
+    assert board.apply(r("a", 2, "finished")) is None
+    assert list(board) == [] and board.evicted == 2
+    none = Board(max_tasks=0)
+    assert none.apply(r("a", 1)) is None and list(none) == []
+
+
 def test_task_reopened_after_finish_is_not_evicted_as_finished() -> None:
     board = Board(max_finished=1)
     board.apply(r("t", 1, "finished"))
