@@ -55,7 +55,8 @@ SECURITY_HEADERS: Final = {
 }
 #: Seconds between two looks at the steps of the tasks that reported (a step change starts a
 #: new run in a task's history). Reading a task's progress costs more than folding a report:
-#: looking at 1,000 busy tasks every interval cost the dashboard a quarter of its CPU.
+#: looking at 1,000 busy tasks every interval (4 times a second) cost the dashboard about a
+#: fifth of its CPU at 16,000 reports/s.
 STEP_LOOK: Final = 1.0
 _STATIC: Final = {
     "dashboard.css": "text/css",
@@ -307,8 +308,10 @@ class Dashboard:
                 histories.move_to_end(task_id)
             seq, state = report.seq, report.state
             step = next_step.pop(task_id, None) if next_step else None
-            if history and history[-1].state == state and step is None:  # the same run
-                history[-1] = history[-1].then(at, seq, report.sent_at)
+            last = history[-1] if history else None
+            if last is not None and last.state == state and step is None:  # the same run
+                last.at, last.seq, last.sent_at = at, seq, report.sent_at
+                last.reports += 1
             else:  # a new run: a new state, or the step changed when we last looked
                 if step is None:
                     step = task.step  # read progress: once per run, not per report

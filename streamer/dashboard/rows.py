@@ -188,14 +188,15 @@ class Batch(msgspec.Struct, frozen=True, kw_only=True):
     summary: Summary
 
 
-class Entry(msgspec.Struct, frozen=True, array_like=True, gc=False):
+class Entry(msgspec.Struct, array_like=True, gc=False):
     """One run of reports in the same state and step, in a task's history: a task that sends
     400 ``running`` reports in two steps has two entries, not 400 identical lines (scalars
     only, so the garbage collector need not track the thousands kept).
 
     A state change starts an entry at once; a step change is noticed when the dashboard
     looks, once a second (progress is not read per report), and the task's next report
-    starts an entry in the new step.
+    starts an entry in the new step. The latest entry is updated in place as its run goes on,
+    not replaced by a new one per report.
     """
 
     first: float  # when the first report of the run arrived
@@ -206,9 +207,3 @@ class Entry(msgspec.Struct, frozen=True, array_like=True, gc=False):
     reports: int
     sent_at: float  # the latest report's
     step: str = ""  # the step under way ("" when none is known yet)
-
-    def then(self, at: float, seq: int, sent_at: float) -> Entry:
-        """This entry with one more report of the same state."""
-        return Entry(
-            self.first, at, self.first_seq, seq, self.state, self.reports + 1, sent_at, self.step
-        )
