@@ -39,6 +39,8 @@ def _search(args: argparse.Namespace, queue_type: str, run: int) -> dict[str, An
     ]  # fmt: skip
     if args.fail_on:
         command += ["--fail-on", args.fail_on]
+    for option in args.publisher_option:
+        command += ["--publisher-option", option]
     if args.url:
         command += ["--url", args.url]
     print(f"# {queue_type} run {run}: {' '.join(command[1:])}", flush=True)
@@ -58,6 +60,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rate-factor", type=float, default=1.2)
     parser.add_argument("--step-time", type=float, default=10)
     parser.add_argument("--fail-on", default="", help="the bounds (default: the harness's)")
+    parser.add_argument(
+        "--publisher-option",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a streamer setting for the harness's publishers (repeatable)",
+    )
     parser.add_argument("--settle", type=float, default=10, help="s idle before each search")
     parser.add_argument("--url", default="", help="broker URL (default: $STREAMER_URL)")
     parser.add_argument("--out", default="bench/results")

@@ -12,9 +12,10 @@ loadtest/locustfile.py ARGS`` is the same::
 Each user is one simulated task worker (:mod:`loadtest.traffic`): a sync, then the publish it
 spawned, 400+ reports each, at ``--rate`` reports/s shared by all users. All users of a
 process share one :class:`~streamer.BackgroundPublisher`, whose uvloop runs in a real OS
-thread next to gevent's hub. Locust's request statistics are the publisher's own accounting
-(:mod:`loadtest.ledger`): one success per confirmed report with its confirm latency, one
-failure per dropped or coalesced report named by reason. A watcher on the master (or the
+thread next to gevent's hub; its confirm window is sized for all of them (10,000 unless set).
+Locust's request statistics are the publisher's own accounting (:mod:`loadtest.ledger`): one
+success per confirmed report with its confirm latency, one failure per dropped or coalesced
+report named by reason. A watcher on the master (or the
 only process) measures what consumers receive (:mod:`loadtest.watcher`), and one load shape
 drives the offered rate in every mode (:mod:`loadtest.capacity`): fixed, ``RATE:SECONDS``
 steps, or the capacity search. At the end the harness prints and checks the accounting
@@ -67,11 +68,11 @@ from loadtest.ledger import (
     locust_counts,
     sum_snapshots,
 )
-from loadtest.options import add_options
+from loadtest.options import SHARED_PUBLISHER, add_options, publisher_settings
 from loadtest.traffic import Mix, Traffic
 from loadtest.watcher import Watcher, merge_snapshots, queue_name
 from streamer import BackgroundPublisher
-from streamer.settings import DEFAULT_URL, mask_url
+from streamer.settings import DEFAULT_URL, Settings, load_settings, mask_url
 from streamer.stats import LatencyHistogram
 
 log = logging.getLogger("loadtest")
@@ -137,13 +138,14 @@ class Harness:
     def start_users_side(self) -> None:
         options = self.options
         if self.publisher is None:
-            settings: dict[str, Any] = {"connection_name": f"streamer loadtest {os.getpid()}"}
-            for item in options.publisher_option:
-                name, _, value = item.partition("=")
-                try:
-                    settings[name.strip()] = json.loads(value)
-                except ValueError:
-                    settings[name.strip()] = value
+            configured, defaults = load_settings(), Settings()  # file and STREAMER_* variables
+            changed = {
+                n for n in SHARED_PUBLISHER if getattr(configured, n) != getattr(defaults, n)
+            }
+            settings = {
+                "connection_name": f"streamer loadtest {os.getpid()}",
+                **publisher_settings(options.publisher_option, configured=changed),
+            }
             self.publisher = BackgroundPublisher(self.url, options.exchange, **settings)
             mix = Mix(
                 updates=options.updates,
