@@ -15,11 +15,11 @@ process share one :class:`~streamer.BackgroundPublisher`, whose uvloop runs in a
 thread next to gevent's hub; its confirm window is sized for all of them (10,000 unless set).
 Locust's request statistics are the publisher's own accounting (:mod:`loadtest.ledger`): one
 success per confirmed report with its confirm latency, one failure per dropped or coalesced
-report named by reason. A watcher on the master (or the
-only process) measures what consumers receive (:mod:`loadtest.watcher`), and one load shape
-drives the offered rate in every mode (:mod:`loadtest.capacity`): fixed, ``RATE:SECONDS``
-steps, or the capacity search. At the end the harness prints and checks the accounting
-identity; a mismatch makes the exit code 1.
+report named by reason. A watcher on the master (or the only process) measures what
+consumers receive (:mod:`loadtest.watcher`), and one load shape drives the offered rate in
+every mode (:mod:`loadtest.capacity`): fixed, ``RATE:SECONDS`` steps, or the capacity search.
+At the end the harness prints and checks the accounting identity; a mismatch makes the exit
+code 1.
 
 Distributed: ``--master`` / ``--worker`` and ``--processes`` work as usual. Workers attach
 their publisher's accounting to locust's worker reports; the master sums them, runs the

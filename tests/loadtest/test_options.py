@@ -15,12 +15,12 @@ def test_the_shared_publisher_is_sized_for_all_its_workers() -> None:
 
 
 def test_what_the_user_sets_wins() -> None:
-    given = publisher_settings(["confirm_window=2000", "connections = 2", "exchange=x"])
+    given = publisher_settings(["confirm_window=2000", "connections = 2", "app_id=load"])
     assert given == {
         "confirm_window": 2000,
         "max_pending": 20_000,
         "connections": 2,
-        "exchange": "x",
+        "app_id": "load",
     }
     # set in a settings file or a STREAMER_* variable: left to the publisher to read
     assert publisher_settings([], configured={"confirm_window"}) == {"max_pending": 20_000}
