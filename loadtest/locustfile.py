@@ -147,6 +147,11 @@ class Harness:
                 **publisher_settings(options.publisher_option, configured=changed),
             }
             self.publisher = BackgroundPublisher(self.url, options.exchange, **settings)
+            log.info(
+                "publisher (one for all this process's users): confirm window %s, max pending %s",
+                f"{self.publisher.settings.confirm_window:,}",
+                f"{self.publisher.settings.max_pending:,}",
+            )
             mix = Mix(
                 updates=options.updates,
                 error_rate=options.error_rate,

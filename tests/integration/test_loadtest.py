@@ -269,6 +269,20 @@ async def test_drops_are_failures_named_by_reason(tmp_path: Path, free_port: int
     ]
 
 
+async def test_the_publisher_is_sized_for_its_users_unless_set(
+    broker_url: str, exchange: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The harness's one publisher gets the shared sizes; a ``STREAMER_*`` variable or a
+    ``--publisher-option`` still sets its own."""
+    args = ["--headless", "-u", "2", "--rate", "200", "-t", "1s", "--no-watch"]
+    args += ["--exchange", exchange]
+    out = _finish(_locust(*args, url=broker_url))
+    assert "confirm window 10,000, max pending 20,000" in out, out[-3000:]
+    monkeypatch.setenv("STREAMER_CONFIRM_WINDOW", "3000")
+    out = _finish(_locust(*args, "--publisher-option", "max_pending=5000", url=broker_url))
+    assert "confirm window 3,000, max pending 5,000" in out, out[-3000:]
+
+
 async def test_master_and_two_workers_aggregate(
     broker_url: str, exchange: str, tmp_path: Path
 ) -> None:
