@@ -68,11 +68,11 @@ from loadtest.ledger import (
     locust_counts,
     sum_snapshots,
 )
-from loadtest.options import SHARED_PUBLISHER, add_options, publisher_settings
+from loadtest.options import SHARED_PUBLISHER, add_options, publisher_options
 from loadtest.traffic import Mix, Traffic
 from loadtest.watcher import Watcher, merge_snapshots, queue_name
 from streamer import BackgroundPublisher
-from streamer.settings import DEFAULT_URL, Settings, load_settings, mask_url
+from streamer.settings import DEFAULT_URL, load_settings, mask_url
 from streamer.stats import LatencyHistogram
 
 log = logging.getLogger("loadtest")
@@ -138,15 +138,14 @@ class Harness:
     def start_users_side(self) -> None:
         options = self.options
         if self.publisher is None:
-            configured, defaults = load_settings(), Settings()  # file and STREAMER_* variables
-            changed = {
-                n for n in SHARED_PUBLISHER if getattr(configured, n) != getattr(defaults, n)
-            }
-            settings = {
+            given = {
                 "connection_name": f"streamer loadtest {os.getpid()}",
-                **publisher_settings(options.publisher_option, configured=changed),
+                **publisher_options(options.publisher_option),
             }
-            self.publisher = BackgroundPublisher(self.url, options.exchange, **settings)
+            settings = load_settings(
+                defaults=SHARED_PUBLISHER, url=self.url, exchange=options.exchange, **given
+            )
+            self.publisher = BackgroundPublisher(settings=settings)
             log.info(
                 "publisher (one for all this process's users): confirm window %s, max pending %s",
                 f"{self.publisher.settings.confirm_window:,}",

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import argparse
 import json
-from collections.abc import Collection, Sequence
+from collections.abc import Sequence
 from typing import Any, Final
 
-__all__ = ["SHARED_PUBLISHER", "TITLE", "add_options", "publisher_settings"]
+__all__ = ["SHARED_PUBLISHER", "TITLE", "add_options", "publisher_options"]
 
 TITLE = "streamer load"
 
@@ -26,10 +26,9 @@ TITLE = "streamer load"
 SHARED_PUBLISHER: Final[dict[str, int]] = {"confirm_window": 10_000, "max_pending": 20_000}
 
 
-def publisher_settings(items: Sequence[str], *, configured: Collection[str] = ()) -> dict[str, Any]:
+def publisher_options(items: Sequence[str]) -> dict[str, Any]:
     """``--publisher-option NAME=VALUE`` items as publisher settings (a value is read as JSON,
-    else kept as a string), with the sizes of :data:`SHARED_PUBLISHER` that neither they nor
-    ``configured`` (the names a settings file or ``STREAMER_*`` variable sets) give."""
+    else kept as a string)."""
     settings: dict[str, Any] = {}
     for item in items:
         name, _, value = item.partition("=")
@@ -37,8 +36,7 @@ def publisher_settings(items: Sequence[str], *, configured: Collection[str] = ()
             settings[name.strip()] = json.loads(value)
         except ValueError:
             settings[name.strip()] = value
-    sizes = {k: v for k, v in SHARED_PUBLISHER.items() if k not in configured}
-    return {**sizes, **settings}
+    return settings
 
 
 def add_options(parser: argparse.ArgumentParser) -> None:

@@ -271,6 +271,7 @@ def load_settings(
     *,
     env: Mapping[str, str] | None = None,
     sections: Collection[str] = (),
+    defaults: Mapping[str, Any] | None = None,
     **overrides: Any,
 ) -> Settings:
     """Build settings from defaults < TOML file < ``STREAMER_*`` env < ``overrides``.
@@ -280,6 +281,9 @@ def load_settings(
         env: the environment to read (default ``os.environ``).
         sections: top-level names in the file that belong to someone else (e.g. the
             consumer's ``bindings``, ``queues`` and ``qos`` tables), skipped here.
+        defaults: the caller's own defaults, in place of :class:`Settings`' (the load
+            harness's one publisher, which stands for many workers, sizes its window so);
+            the file, the environment and ``overrides`` still set any of them.
         overrides: explicit values; ``None`` means "not given" so CLI flags can pass through.
 
     Raises:
@@ -289,6 +293,9 @@ def load_settings(
     env = os.environ if env is None else env
     config = config if config is not None else env.get("STREAMER_CONFIG") or None
     layers: list[tuple[str, dict[str, Any], bool]] = []
+    if defaults:
+        _check_keys(defaults, "defaults")
+        layers.append(("defaults", dict(defaults), True))
     if config is not None:
         layers.append((f"config file {os.fspath(config)!r}", _read_file(config, sections), True))
     layers.append(("environment", _from_env(env), False))

@@ -25,6 +25,20 @@ def test_precedence_file_env_arguments(tmp_path: Path) -> None:
     assert (s.exchange, s.channels) == ("from-file", 3)
 
 
+def test_a_callers_defaults_sit_below_the_file_env_and_arguments(tmp_path: Path) -> None:
+    defaults = {"channels": 4, "max_pending": 5, "exchange": "from-defaults"}
+    s = load_settings(env={}, defaults=defaults)
+    assert (s.channels, s.max_pending, s.exchange) == (4, 5, "from-defaults")
+    cfg = tmp_path / "s.toml"
+    cfg.write_text("channels = 1\n")  # the library's own default, set explicitly: it stands
+    s = load_settings(cfg, env={"STREAMER_MAX_PENDING": "8"}, defaults=defaults, exchange="arg")
+    assert (s.channels, s.max_pending, s.exchange) == (1, 8, "arg")
+    with pytest.raises(ConfigError, match=r"unknown setting chanels .*defaults"):
+        load_settings(env={}, defaults={"chanels": 2})
+    with pytest.raises(ConfigError, match="channels='two' from defaults"):
+        load_settings(env={}, defaults={"channels": "two"})
+
+
 def test_several_urls_from_env() -> None:
     s = load_settings(env={"STREAMER_URL": "amqp://a/, amqp://b/"})
     assert s.urls == ("amqp://a/", "amqp://b/")
